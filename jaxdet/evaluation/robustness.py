@@ -1,0 +1,188 @@
+"""Image corruptions for the robustness study of AP-loss (Chen et al., AP-loss, Sec. 5 /
+Table 3): the VOC07 test set is re-evaluated (mAP50) on perturbed copies of each image.
+
+  * black_patch:   a patch at the centre of every GT object, all pixels zero;
+  * random_patch:  the patch content is copied from a random location outside the box;
+  * flipped_patch: the centre patch itself, flipped;
+  * gaussian_noise: zero-mean Gaussian noise of variance 0.01 on the image normalised to
+    [0, 1], clipped to [0, 1], back to uint8.
+
+Patch geometry (paper: "half width or half height of the ground-truth bounding box", at
+the centre of each object): width = box width / 2, height = box height / 2, each rounded
+half up and at least 1 pixel, centred on the box centre; boxes are xyxy in continuous
+pixel coordinates (pixel i covers [i, i + 1)). The part of a patch outside the image is
+dropped. Boxes with no area are skipped. Patches are applied for every GT box in order;
+the content of random and flipped patches is always taken from the *original* image.
+
+Flip direction: the paper flips "using left/right, top/bottom, or both randomly", so
+``flipped_patch`` draws one of the three per box by default (``mode='random'``);
+``mode='horizontal'`` (left/right only), 'vertical' or 'both' fix it.
+
+Random patch source: a same-size window of the original image drawn uniformly among all
+positions that do not overlap the object's box; if no such position exists (the box
+covers too much of the image) among the positions of least overlap.
+
+All functions are pure numpy, take an ``np.random.Generator`` and return a new uint8
+image of the same shape; the input is never modified. ``CORRUPTIONS`` maps each Table 3
+column name to a function with the common signature ``fn(image, boxes, rng) -> image``.
+"""
+
+import numpy as np
+
+FLIP_MODES = ('random', 'horizontal', 'vertical', 'both')
+
+
+def _check_image(image, fn):
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim not in (2, 3):
+    raise ValueError(f'{fn}: image must be a uint8 array [H, W] or [H, W, C]; got dtype '
+                     f'{image.dtype} and shape {image.shape}.')
+  return image
+
+
+def _check_boxes(boxes, fn):
+  boxes = np.asarray(boxes, np.float64)
+  if boxes.size == 0:
+    return boxes.reshape(0, 4)
+  if boxes.ndim != 2 or boxes.shape[1] != 4:
+    raise ValueError(f'{fn}: boxes must be [N, 4] xyxy; got shape {boxes.shape}.')
+  if not np.all(np.isfinite(boxes)):
+    raise ValueError(f'{fn}: boxes must be finite.')
+  return boxes
+
+
+def _check_rng(rng, fn):
+  if not isinstance(rng, np.random.Generator):
+    raise ValueError(f'{fn}: rng must be an np.random.Generator '
+                     f'(np.random.default_rng(seed)); got {type(rng).__name__}.')
+
+
+def patch_region(box, height: int, width: int):
+  """Centre patch of a box, clipped to the image: (y0, y1, x0, x1) or None if empty."""
+  x1, y1, x2, y2 = (float(v) for v in box)
+  bw, bh = x2 - x1, y2 - y1
+  if bw <= 0 or bh <= 0:
+    return None
+  pw = max(1, int(np.floor(bw / 2 + 0.5)))  # round half up
+  ph = max(1, int(np.floor(bh / 2 + 0.5)))
+  cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+  px0, py0 = int(np.floor(cx - pw / 2)), int(np.floor(cy - ph / 2))
+  x0, x1_ = max(px0, 0), min(px0 + pw, width)
+  y0, y1_ = max(py0, 0), min(py0 + ph, height)
+  if x0 >= x1_ or y0 >= y1_:
+    return None
+  return y0, y1_, x0, x1_
+
+
+def black_patch(image, boxes, rng=None):
+  """Zeroes the centre patch (half width, half height) of every GT box."""
+  image = _check_image(image, 'black_patch')
+  boxes = _check_boxes(boxes, 'black_patch')
+  out = image.copy()
+  h, w = image.shape[:2]
+  for box in boxes:
+    region = patch_region(box, h, w)
+    if region is not None:
+      y0, y1, x0, x1 = region
+      out[y0:y1, x0:x1] = 0
+  return out
+
+
+def _overlap_1d(start, size, lo, hi):
+  """Overlap length of [start, start + size) with [lo, hi) for an array of starts."""
+  return np.maximum(np.minimum(start + size, hi) - np.maximum(start, lo), 0.0)
+
+
+def random_source(box, ph: int, pw: int, height: int, width: int, rng):
+  """Top-left (y, x) of a ph x pw window not overlapping ``box`` (least overlap if none)."""
+  ys = np.arange(height - ph + 1)
+  xs = np.arange(width - pw + 1)
+  x1, y1, x2, y2 = (float(v) for v in box)
+  overlap = _overlap_1d(ys, ph, y1, y2)[:, None] * _overlap_1d(xs, pw, x1, x2)[None, :]
+  candidates = np.flatnonzero(overlap.ravel() == overlap.min())
+  k = candidates[rng.integers(candidates.size)]
+  return int(ys[k // xs.size]), int(xs[k % xs.size])
+
+
+def random_patch(image, boxes, rng):
+  """Replaces the centre patch of every GT box by a same-size window of the original
+  image taken from a random position outside that box."""
+  image = _check_image(image, 'random_patch')
+  boxes = _check_boxes(boxes, 'random_patch')
+  _check_rng(rng, 'random_patch')
+  out = image.copy()
+  h, w = image.shape[:2]
+  for box in boxes:
+    region = patch_region(box, h, w)
+    if region is None:
+      continue
+    y0, y1, x0, x1 = region
+    sy, sx = random_source(box, y1 - y0, x1 - x0, h, w, rng)
+    out[y0:y1, x0:x1] = image[sy:sy + (y1 - y0), sx:sx + (x1 - x0)]
+  return out
+
+
+def flipped_patch(image, boxes, rng, mode: str = 'random'):
+  """Replaces the centre patch of every GT box by the same patch flipped.
+
+  mode: 'random' (paper: left/right, top/bottom or both, drawn uniformly per box),
+  'horizontal' (left/right), 'vertical' (top/bottom) or 'both'.
+  """
+  if mode not in FLIP_MODES:
+    raise ValueError(f'flipped_patch: unknown mode {mode!r}; valid ones are {FLIP_MODES}.')
+  image = _check_image(image, 'flipped_patch')
+  boxes = _check_boxes(boxes, 'flipped_patch')
+  if mode == 'random':
+    _check_rng(rng, 'flipped_patch')
+  out = image.copy()
+  h, w = image.shape[:2]
+  for box in boxes:
+    region = patch_region(box, h, w)
+    if region is None:
+      continue
+    y0, y1, x0, x1 = region
+    m = FLIP_MODES[1 + int(rng.integers(3))] if mode == 'random' else mode
+    patch = image[y0:y1, x0:x1]
+    if m in ('horizontal', 'both'):
+      patch = patch[:, ::-1]
+    if m in ('vertical', 'both'):
+      patch = patch[::-1]
+    out[y0:y1, x0:x1] = patch
+  return out
+
+
+def gaussian_noise(image, rng, variance: float = 0.01):
+  """Adds N(0, variance) noise to the image scaled to [0, 1], clips, rounds to uint8."""
+  image = _check_image(image, 'gaussian_noise')
+  _check_rng(rng, 'gaussian_noise')
+  if not float(variance) >= 0.0:
+    raise ValueError(f'gaussian_noise: variance must be >= 0; got {variance!r}.')
+  x = image.astype(np.float64) / 255.0
+  x = x + rng.normal(0.0, np.sqrt(float(variance)), size=x.shape)
+  return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def clean(image, boxes=None, rng=None):
+  """The unperturbed image (a copy), the 'Original' column of Table 3."""
+  return _check_image(image, 'clean').copy()
+
+
+def _gaussian_noise_entry(image, boxes, rng):
+  del boxes  # the noise covers the whole image
+  return gaussian_noise(image, rng)
+
+
+CORRUPTIONS = {
+    'clean': clean,
+    'black_patch': black_patch,
+    'random_patch': random_patch,
+    'flipped_patch': flipped_patch,
+    'gaussian_noise': _gaussian_noise_entry,
+}
+
+
+def get_corruption(name: str):
+  """The corruption function ``fn(image, boxes, rng) -> image`` called ``name``."""
+  if name not in CORRUPTIONS:
+    raise ValueError(f'unknown corruption {name!r}; valid ones are {sorted(CORRUPTIONS)}.')
+  return CORRUPTIONS[name]
