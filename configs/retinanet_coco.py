@@ -1,0 +1,40 @@
+"""RetinaNet R50-FPN on COCO 2017 (Lin et al. 2017; Detectron 1x schedule).
+
+Short side 800 / max 1333, focal loss (alpha 0.25, gamma 2), SGD momentum 0.9,
+wd 1e-4, lr 0.01 per 16 images (linearly scaled with config.train.batch_size),
+500-step warm-up, 90k iterations, /10 at 60k and 80k.
+
+    python -m jaxdet.main --config=configs/retinanet_coco.py --workdir=runs/retinanet_coco
+    variants: ':r101', ':tfds' (read coco/2017 prepared with `tfds build coco/2017`)
+Expects config.data.train_json / train_images / val_json / val_images (COCO
+layout) unless the tfds variant is used.
+"""
+from jaxdet.experiments.defaults import detector_defaults
+
+
+def get_config(arg: str | None = None):
+  variants = set((arg or "").split(",")) - {""}
+  c = detector_defaults()
+  c.data.source = "coco_json"
+  c.data.train_json = "data/coco/annotations/instances_train2017.json"
+  c.data.train_images = "data/coco/train2017"
+  c.data.val_json = "data/coco/annotations/instances_val2017.json"
+  c.data.val_images = "data/coco/val2017"
+  c.data.image_size = (1344, 1344)
+  c.data.short_side, c.data.max_side = 800, 1333
+  c.data.num_workers = 16
+  c.model.depth = 101 if "r101" in variants else 50
+  c.model.norm, c.model.frozen_stages = "frozen_bn", 1
+  c.model.pretrained = "weights/resnet%d_imagenet.npz" % c.model.depth
+  c.model.dtype = "bfloat16"
+  c.loss.cls, c.loss.reg = "focal", "smooth_l1"
+  c.loss.smooth_l1_beta = 0.11
+  c.optim.base_lr, c.optim.base_batch = 0.01, 16
+  c.optim.warmup_steps, c.optim.warmup_factor = 500, 1.0 / 3.0
+  c.optim.decay_steps = (60_000, 80_000)
+  c.train.batch_size, c.train.num_steps = 16, 90_000
+  c.train.eval_every, c.train.checkpoint_every = 10_000, 2_000
+  c.eval.batch_size = 16
+  if "tfds" in variants:
+    c.data.source, c.data.tfds_name = "tfds", "coco/2017"
+  return c

@@ -1,0 +1,137 @@
+"""Every config key a detector experiment understands, with its default.
+
+Config files in ``configs/`` start from ``detector_defaults()`` and change what
+their recipe needs; ``jaxdet.train.config_check.validate`` rejects any key that
+is not defined here (a typo is an error that lists the valid keys).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def detector_defaults() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.experiment = "retinanet"       # jaxdet.experiments registry name
+  c.seed = 0
+
+  # ---- data -------------------------------------------------------------
+  c.data = d = ml_collections.ConfigDict()
+  d.source = "benchmark"           # benchmark | coco_json | tfds
+  d.benchmark_root = ""            # '' -> $JAXDET_DATA or ~/.cache/jaxdet
+  d.train_json = ""                # coco_json: annotation file of the train split
+  d.train_images = ""              # coco_json: image folder of the train split
+  d.val_json = ""
+  d.val_images = ""
+  d.tfds_name = ""                 # tfds: e.g. 'coco/2017', 'voc/2007'
+  d.tfds_train_split = "train"
+  d.tfds_val_split = "validation"
+  d.tfds_data_dir = ""
+  d.image_size = (128, 128)        # fixed padded (H, W) of every batch
+  d.short_side = 128               # resize: shorter side target ...
+  d.max_side = 128                 # ... longer side at most this
+  d.max_boxes = 100                # ground truth padded to this count
+  d.hflip = True
+  d.scale_jitter = (1.0, 1.0)      # (min, max) random scale; (1, 1) = off
+  d.num_workers = 2
+  d.skip_bad_images = False
+  d.pixel_mean = (0.485, 0.456, 0.406)
+  d.pixel_std = (0.229, 0.224, 0.225)
+
+  # ---- model ------------------------------------------------------------
+  c.model = m = ml_collections.ConfigDict()
+  m.depth = 50
+  m.width = 64
+  m.norm = "frozen_bn"             # frozen_bn | batch_norm | group_norm
+  m.frozen_stages = 1
+  m.min_level = 3
+  m.max_level = 7
+  m.fpn_filters = 256
+  m.head_convs = 4
+  m.head_filters = 256
+  m.head_norm = ""                 # '' | group_norm
+  m.prior_prob = 0.01
+  m.dtype = "float32"              # compute dtype: float32 | bfloat16
+  m.anchor_size = 4.0              # base anchor = anchor_size * stride
+  m.anchor_scales = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+  m.aspect_ratios = (0.5, 1.0, 2.0)
+  m.pretrained = ""                # .npz of backbone weights (jaxdet.models.weights)
+
+  # ---- losses -----------------------------------------------------------
+  c.loss = l = ml_collections.ConfigDict()
+  l.cls = "focal"                  # focal | ap | auc | ce_ohem
+  l.reg = "smooth_l1"              # smooth_l1 | l1 | giou | diou | ciou
+  l.focal_alpha = 0.25
+  l.focal_gamma = 2.0
+  l.ap_delta = 1.0
+  l.ap_interpolate = True
+  l.ap_per_device = False          # rank per device shard instead of global batch
+  l.ohem_neg_pos_ratio = 3
+  l.smooth_l1_beta = 0.11
+  l.box_weights = (1.0, 1.0, 1.0, 1.0)
+  l.positive_iou = 0.5
+  l.negative_iou = 0.4
+  l.allow_low_quality = True
+  l.cls_weight = 1.0
+  l.reg_weight = 1.0
+
+  # ---- consistent optimization (Kong et al.) ------------------------------
+  c.consistent = k = ml_collections.ConfigDict()
+  k.enabled = False
+  k.alpha = 1.0
+  k.positive_iou = 0.6
+  k.negative_iou = 0.5
+  k.variant = "consistent"         # consistent | cascade | gated_cascade
+  k.cls_stages = 2
+  k.reg_stages = 2
+
+  # ---- ALWA adaptive loss weights ----------------------------------------
+  c.alwa = a = ml_collections.ConfigDict()
+  a.enabled = False
+  a.statistic = "alwa2"            # alwa1 (mean+std) | alwa2 (std)
+  a.window = 100
+  a.record = "weighted"            # weighted (authors' code) | raw
+  a.lambda_cls = 1.0
+  a.lambda_reg = 1.0
+
+  # ---- optimizer ----------------------------------------------------------
+  c.optim = o = ml_collections.ConfigDict()
+  o.name = "sgd"
+  o.base_lr = 0.01                 # for base_batch images (linear scaling)
+  o.base_batch = 16
+  o.momentum = 0.9
+  o.beta1 = 0.9
+  o.beta2 = 0.999
+  o.weight_decay = 1e-4
+  o.warmup_steps = 500
+  o.warmup_factor = 1.0 / 3.0
+  o.decay_steps = (60_000, 80_000)
+  o.decay_factor = 0.1
+  o.grad_clip_norm = 0.0
+
+  # ---- training loop -------------------------------------------------------
+  c.train = t = ml_collections.ConfigDict()
+  t.batch_size = 16                # global, over all devices and hosts
+  t.num_steps = 90_000
+  t.log_every = 50
+  t.eval_every = 10_000
+  t.checkpoint_every = 1_000
+  t.keep_checkpoints = 3
+  t.progress_bar = True
+
+  # ---- evaluation / post-processing ----------------------------------------
+  c.eval = e = ml_collections.ConfigDict()
+  e.batch_size = 8
+  e.score_threshold = 0.05
+  e.pre_nms_topk = 1000
+  e.nms_iou = 0.5
+  e.max_detections = 100
+  e.voc_metrics = False            # also report VOC07 11-point / area mAP@0.5
+  e.max_images = 0                 # 0 = whole split
+  e.robustness = ("clean", "black_patch", "random_patch", "flipped_patch", "gaussian_noise")
+
+  # ---- predict mode ----------------------------------------------------------
+  c.predict = p = ml_collections.ConfigDict()
+  p.input_dir = ""
+  p.output_dir = ""                # '' -> <workdir>/predictions
+  p.draw_threshold = 0.3
+  return c
