@@ -15,6 +15,8 @@ from jaxdet.train import sharding as shard_lib
 
 def run(config, workdir: str, mode: str = "train") -> dict:
   import jax
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO
   config_check.validate(config, defaults.detector_defaults())
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:

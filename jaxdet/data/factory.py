@@ -45,3 +45,22 @@ def make_source(data_cfg, split: str):
     split_name = data_cfg.tfds_train_split if split == "train" else data_cfg.tfds_val_split
     return TfdsSource(data_cfg.tfds_name, split_name, data_dir=data_cfg.tfds_data_dir or None)
   raise ValueError(f"config.data.source={kind!r}: valid sources are {SOURCES}.")
+
+
+class Subset:
+  """The first ``n`` examples of a source (``config.eval.max_images``)."""
+
+  def __init__(self, source, n: int):
+    self.source, self.n = source, min(int(n), len(source))
+    for attr in ("num_classes", "class_names", "category_ids", "coco"):
+      if hasattr(source, attr):
+        setattr(self, attr, getattr(source, attr))
+    self.image_ids = list(source.image_ids)[: self.n]
+
+  def __len__(self):
+    return self.n
+
+  def __getitem__(self, i):
+    if not 0 <= i < self.n:
+      raise IndexError(i)
+    return self.source[i]

@@ -32,13 +32,14 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 class RetinaNetExperiment:
 
-  def __init__(self, config, mesh):
+  def __init__(self, config, mesh, train_source=None):
+    """``train_source`` overrides config.data (benchmarks, notebooks)."""
     self.config = config
     self.mesh = mesh
     c = config
     if c.model.dtype not in DTYPES:
       raise ValueError(f"config.model.dtype={c.model.dtype!r}: use one of {sorted(DTYPES)}.")
-    self.train_source = factory.make_source(c.data, "train")
+    self.train_source = train_source or factory.make_source(c.data, "train")
     self._val_source = None
     self.num_classes = self.train_source.num_classes
     self.image_size = tuple(int(s) for s in c.data.image_size)
@@ -51,6 +52,11 @@ class RetinaNetExperiment:
         self.image_size, c.model.min_level, c.model.max_level, self.num_per_loc)
     self.local_batch = shard_lib.check_global_batch_size(c.train.batch_size, mesh)
     self.model = self._make_model()
+    abstract = jax.eval_shape(
+        functools.partial(self.model.init, train=False), jax.random.PRNGKey(0),
+        jnp.zeros((1, *self.image_size, 3), jnp.float32))
+    labels = frozen_param_labels(abstract["params"], c.model.frozen_stages)
+    self.tx, self.schedule = optim.make_optimizer(c.optim, c.train.batch_size, labels)
     self._predict = jax.jit(self._predict_fn)
     mean = np.asarray(c.data.pixel_mean, np.float32) * 255.0
     std = np.asarray(c.data.pixel_std, np.float32) * 255.0
@@ -73,21 +79,24 @@ class RetinaNetExperiment:
   def val_source(self):
     if self._val_source is None:
       self._val_source = factory.make_source(self.config.data, "val")
+      if self.config.eval.max_images > 0:
+        self._val_source = factory.Subset(self._val_source, self.config.eval.max_images)
     return self._val_source
 
   # ---- state -----------------------------------------------------------------
   def init(self, rng):
     c = self.config
     dummy = jnp.zeros((1, *self.image_size, 3), jnp.float32)
-    variables = self.model.init(rng, dummy, train=False)
+    # The RBG generator compiles the initializers of a deep model ~5x faster on CPU
+    # than threefry; init is replicated, so its sharding behaviour does not matter.
+    init_key = jax.random.wrap_key_data(jnp.concatenate([rng, rng]), impl="rbg")
+    variables = self.model.init(init_key, dummy, train=False)
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
-    labels = frozen_param_labels(params, c.model.frozen_stages)
-    tx, _ = optim.make_optimizer(c.optim, c.train.batch_size, labels)
     extra = {}
     if c.alwa.enabled:
       extra["alwa"] = alwa.alwa_init(c.alwa.window, c.alwa.lambda_cls, c.alwa.lambda_reg)
-    return TrainState.create(params=params, model_state=model_state, tx=tx,
+    return TrainState.create(params=params, model_state=model_state, tx=self.tx,
                              rng=jax.random.fold_in(rng, 1), extra=extra)
 
   def load_pretrained(self, state: TrainState) -> TrainState:
@@ -100,9 +109,11 @@ class RetinaNetExperiment:
           f"config.model.pretrained={path!r} does not exist. Convert ImageNet weights to .npz "
           f"(see jaxdet.models.weights) or set --config.model.pretrained='' to train from scratch.")
     from jaxdet.models import weights
-    params = weights.load_backbone_weights(jax.device_get(state.params), path)
-    params = jax.device_put(params, shard_lib.replicated(self.mesh))
-    return state.replace(params=params, opt_state=state.tx.init(params))
+    variables = {"params": state.params, **state.model_state}
+    variables = weights.load_backbone_weights(jax.device_get(variables), path)
+    variables = jax.device_put(variables, shard_lib.replicated(self.mesh))
+    params = variables.pop("params")
+    return state.replace(params=params, model_state=variables, opt_state=self.tx.init(params))
 
   # ---- training ----------------------------------------------------------------
   def _targets(self, batch, anchors=None):
@@ -155,9 +166,8 @@ class RetinaNetExperiment:
       extra["alwa"] = alwa.alwa_update(alwa_state, terms["cls_total"], terms["reg_total"],
                                        statistic=c.alwa.statistic, record=c.alwa.record)
     model_state = {**state.model_state, **new_model_state} if mutable else state.model_state
-    new_state = state.apply_gradients(grads, loss=loss, model_state=model_state, extra=extra)
-    _, schedule = optim.make_optimizer(c.optim, c.train.batch_size)
-    metrics = {"loss": loss, "lr": schedule(state.step),
+    new_state = state.apply_gradients(self.tx, grads, loss=loss, model_state=model_state, extra=extra)
+    metrics = {"loss": loss, "lr": self.schedule(state.step),
                **{k: v for k, v in terms.items() if k not in ("cls_total", "reg_total")}}
     if alwa_state is not None:
       metrics["lambda_cls"], metrics["lambda_reg"] = lam_cls, lam_reg
@@ -226,9 +236,10 @@ class RetinaNetExperiment:
       result_file = os.path.join(workdir, f"detections{tag}_step{step}.json")
       gt = self.val_source.coco
       metrics = coco_eval.evaluate_coco(gt, results, result_file=result_file,
-                                        max_images=c.eval.max_images)
+                                        image_ids=self.val_source.image_ids)
       if c.eval.voc_metrics:
         from jaxdet.evaluation import voc
         for use07, name in ((True, "mAP50_voc07"), (False, "mAP50_area")):
-          metrics[name] = voc.evaluate_voc_from_coco(gt, results, use_07_metric=use07)["mAP"]
+          metrics[name] = voc.evaluate_voc_from_coco(
+              gt, results, use_07_metric=use07, image_ids=self.val_source.image_ids)["mAP"]
     return metrics

@@ -40,7 +40,6 @@ class TraceCounter:
 def _check_finite(state, last_good_step: int | None, reporter: Reporter) -> None:
   bad = int(jax.device_get(state.first_nonfinite_step))
   if bad >= 0:
-    reporter.close()
     where = (f"the last good checkpoint (step {last_good_step}) is kept"
              if last_good_step is not None else "no checkpoint had been written yet")
     raise NonFiniteLossError(
@@ -93,6 +92,17 @@ def train_and_evaluate(experiment, workdir: str) -> dict:
     reporter.message(f"Starting {cfg.experiment} on {jax.device_count()} device(s) "
                      f"({jax.process_count()} process(es)), {n_params / 1e6:.2f}M params.")
 
+  try:
+    return _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, start)
+  finally:  # also on NaN/Inf or Ctrl-C: finish pending asynchronous checkpoint writes
+    checkpointer.close()
+    reporter.close()
+
+
+def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, start):
+  cfg = experiment.config
+  tcfg = cfg.train
+  mesh = experiment.mesh
   traced_step = TraceCounter(experiment.train_step)
   step_fn = jax.jit(traced_step, donate_argnums=0,
                     out_shardings=(shardings, shard_lib.replicated(mesh)))
@@ -137,9 +147,7 @@ def train_and_evaluate(experiment, workdir: str) -> dict:
   elif start >= tcfg.num_steps:
     reporter.message(f"Training already finished at step {start}; "
                      f"see {os.path.join(workdir, 'eval_metrics.jsonl')}.")
-  checkpointer.close()
   reporter.message(f"train_step compiled {traced_step.count} time(s).")
-  reporter.close()
   return last_metrics
 
 

@@ -8,6 +8,7 @@ console gets a tqdm bar with ETA and the latest loss.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -48,7 +49,8 @@ class Reporter:
       return
     if self._tb is not None:
       for k, v in values.items():
-        self._tb.add_scalar(f"{prefix}/{k}", float(v), step)
+        if math.isfinite(float(v)):  # e.g. APl is undefined without large objects
+          self._tb.add_scalar(f"{prefix}/{k}", float(v), step)
       self._tb.flush()
     if self._bar is not None and prefix == "train":
       shown = {k: f"{float(v):.4g}" for k, v in values.items()
@@ -68,7 +70,9 @@ class Reporter:
     """Appends {"step": ..., <metrics>} to <workdir>/<filename> and TensorBoard."""
     if not self.is_main:
       return
-    record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+    # Undefined metrics (pycocotools' -1, e.g. APl without large objects) become null.
+    record = {"step": int(step), **{k: float(v) if math.isfinite(float(v)) else None
+                                    for k, v in metrics.items()}}
     with open(os.path.join(self.workdir, filename), "a") as f:
       f.write(json.dumps(record) + "\n")
     self.scalars(step, metrics, prefix="eval")

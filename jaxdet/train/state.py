@@ -26,18 +26,20 @@ class TrainState:
   rng: jax.Array
   extra: Any
   first_nonfinite_step: jax.Array
-  tx: Any = flax.struct.field(pytree_node=False, default=None)
 
   @classmethod
   def create(cls, *, params, model_state, tx, rng, extra=None):
+    """A fresh state at step 0. The optax transformation ``tx`` is not stored:
+    the experiment owns it (a GAN has one per network) and passes it to
+    ``apply_gradients``."""
     return cls(step=jnp.zeros((), jnp.int32), params=params,
                model_state=model_state, opt_state=tx.init(params), rng=rng,
                extra=extra if extra is not None else {},
-               first_nonfinite_step=jnp.full((), -1, jnp.int32), tx=tx)
+               first_nonfinite_step=jnp.full((), -1, jnp.int32))
 
-  def apply_gradients(self, grads, *, loss, **updates):
+  def apply_gradients(self, tx, grads, *, loss, **updates):
     """One optimizer update; records the step if ``loss`` is not finite."""
-    param_updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    param_updates, opt_state = tx.update(grads, self.opt_state, self.params)
     params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), self.params, param_updates)
     bad = ~jnp.isfinite(loss)
     first_bad = jnp.where((self.first_nonfinite_step < 0) & bad, self.step,

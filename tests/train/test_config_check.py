@@ -1,0 +1,37 @@
+"""Unknown config keys are errors naming the key and listing the valid ones."""
+import pytest
+
+from jaxdet.experiments.defaults import detector_defaults
+from jaxdet.train.config_check import validate
+
+
+def test_defaults_are_valid():
+  validate(detector_defaults(), detector_defaults())
+
+
+def test_typo_is_an_error_with_suggestion():
+  c = detector_defaults()
+  c.optim.learning_rate = 0.1
+  with pytest.raises(ValueError) as e:
+    validate(c, detector_defaults())
+  msg = str(e.value)
+  assert "config.optim.learning_rate" in msg and "base_lr" in msg
+
+
+def test_group_replaced_by_value_is_an_error():
+  c = detector_defaults()
+  c.unlock()
+  del c["alwa"]
+  c.alwa = 3
+  with pytest.raises(ValueError, match="config.alwa"):
+    validate(c, detector_defaults())
+
+
+@pytest.mark.parametrize("name", ["demo", "retinanet_coco", "retinanet_voc"])
+def test_shipped_configs_are_valid(name):
+  import importlib.util, pathlib
+  path = pathlib.Path(__file__).parents[2] / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(name, path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  validate(mod.get_config(), detector_defaults())
