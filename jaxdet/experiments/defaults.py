@@ -80,6 +80,8 @@ def detector_defaults() -> ml_collections.ConfigDict:
   k.alpha = 1.0
   k.positive_iou = 0.6
   k.negative_iou = 0.5
+  k.positive_iou_stage3 = 0.7      # third stage (Table 3 caption)
+  k.negative_iou_stage3 = 0.6
   k.variant = "consistent"         # consistent | cascade | gated_cascade
   k.cls_stages = 2
   k.reg_stages = 2

@@ -64,13 +64,18 @@ class RetinaNetExperiment:
 
   # ---- model -----------------------------------------------------------------
   def _make_model(self):
-    m = self.config.model
-    return RetinaNet(
+    m, k = self.config.model, self.config.consistent
+    kwargs = dict(
         num_classes=self.num_classes, num_anchors=self.num_per_loc, depth=m.depth,
         width=m.width, norm=m.norm, frozen_stages=m.frozen_stages,
         min_level=m.min_level, max_level=m.max_level, fpn_filters=m.fpn_filters,
         head_convs=m.head_convs, head_filters=m.head_filters,
         head_norm=m.head_norm or None, prior_prob=m.prior_prob, dtype=DTYPES[m.dtype])
+    if k.enabled:
+      from jaxdet.models.conretinanet import ConRetinaNet
+      return ConRetinaNet(**kwargs, variant=k.variant, cls_stages=k.cls_stages,
+                          reg_stages=k.reg_stages)
+    return RetinaNet(**kwargs)
 
   def normalize(self, images_uint8):
     return (images_uint8.astype(jnp.float32) - self._mean) / self._std
@@ -134,7 +139,9 @@ class RetinaNetExperiment:
     terms = {"cls_loss": cls, "reg_loss": reg, "num_pos": num_pos}
     if self.config.consistent.enabled:
       from jaxdet.losses import consistent
-      terms.update(consistent.consistent_terms(self, outputs, batch, targets))
+      terms.update(consistent.consistent_terms(
+          outputs, self.anchors, batch["boxes"], batch["classes"], batch["box_valid"], targets,
+          l, self.config.consistent, self.num_classes))
     return terms
 
   def train_step(self, state: TrainState, batch):
@@ -187,13 +194,14 @@ class RetinaNetExperiment:
     e = self.config.eval
     outputs = self.model.apply({"params": params, **model_state}, self.normalize(images),
                                train=False)
-    deltas = outputs["box_deltas"]
-    anchors = jnp.asarray(self.anchors)
-    if self.config.consistent.enabled and "box_deltas_refined" in outputs:
+    logits, deltas, anchors = outputs["cls_logits"], outputs["box_deltas"], self.anchors
+    if self.config.consistent.enabled:  # regression applied twice, scores of the last stage
       from jaxdet.losses import consistent
-      anchors, deltas = consistent.refine_for_inference(self, outputs)
+      anchors, deltas = consistent.refine_for_inference(
+          outputs, self.anchors, tuple(self.config.loss.box_weights))
+      logits = consistent.inference_logits(outputs)
     return postprocess.generate_detections(
-        outputs["cls_logits"], deltas, anchors, self.level_slices, image_hw,
+        logits, deltas, anchors, self.level_slices, image_hw,
         box_weights=tuple(self.config.loss.box_weights), score_threshold=e.score_threshold,
         pre_nms_topk=e.pre_nms_topk, nms_iou=e.nms_iou, max_detections=e.max_detections)
 
