@@ -28,9 +28,9 @@ def get_config(arg: str | None = None):
   c.loss.smooth_l1_beta = 0.11
   c.optim.base_lr, c.optim.base_batch = 0.02, 16
   c.optim.warmup_steps = 200
-  c.optim.decay_steps = (1_500, 1_800)
-  c.train.batch_size, c.train.num_steps = 16, 2_000
-  c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 50, 250, 1_000
+  c.optim.decay_steps = (900, 1_100)
+  c.train.batch_size, c.train.num_steps = 16, 1_200
+  c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 50, 200, 600
   c.eval.batch_size = 32
   if "quick" in variants:
     c.train.num_steps, c.train.eval_every, c.train.checkpoint_every = 200, 200, 100

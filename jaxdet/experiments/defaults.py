@@ -29,6 +29,9 @@ def detector_defaults() -> ml_collections.ConfigDict:
   d.image_size = (128, 128)        # fixed padded (H, W) of every batch
   d.short_side = 128               # resize: shorter side target ...
   d.max_side = 128                 # ... longer side at most this
+  d.eval_image_size = ()           # () -> image_size; e.g. (1024, 1024) for test-time resize
+  d.eval_short_side = 0            # 0 -> short_side
+  d.eval_max_side = 0              # 0 -> max_side
   d.max_boxes = 100                # ground truth padded to this count
   d.hflip = True
   d.scale_jitter = (1.0, 1.0)      # (min, max) random scale; (1, 1) = off

@@ -43,13 +43,22 @@ class RetinaNetExperiment:
     self._val_source = None
     self.num_classes = self.train_source.num_classes
     self.image_size = tuple(int(s) for s in c.data.image_size)
+    d = c.data
+    # Evaluation may use another resize/pad than training (AP-loss: 512x512 train, short
+    # side 600 test); each shape gets its own anchors (model weights are size-agnostic).
+    self.eval_image_size = tuple(int(s) for s in d.eval_image_size) or self.image_size
+    self.eval_resize = (d.eval_short_side or d.short_side, d.eval_max_side or d.max_side)
     scales, ratios = tuple(c.model.anchor_scales), tuple(c.model.aspect_ratios)
-    self.anchors = anchor_lib.generate_anchors(
-        self.image_size, c.model.min_level, c.model.max_level, c.model.anchor_size,
-        scales, ratios)
     self.num_per_loc = anchor_lib.num_anchors_per_location(scales, ratios)
-    self.level_slices = anchor_lib.level_slices(
-        self.image_size, c.model.min_level, c.model.max_level, self.num_per_loc)
+
+    def anchors_for(size):
+      return (anchor_lib.generate_anchors(size, c.model.min_level, c.model.max_level,
+                                          c.model.anchor_size, scales, ratios),
+              anchor_lib.level_slices(size, c.model.min_level, c.model.max_level,
+                                      self.num_per_loc))
+
+    self.anchors, self.level_slices = anchors_for(self.image_size)
+    self.eval_anchors, self.eval_level_slices = anchors_for(self.eval_image_size)
     self.local_batch = shard_lib.check_global_batch_size(c.train.batch_size, mesh)
     self.model = self._make_model()
     abstract = jax.eval_shape(
@@ -65,8 +74,10 @@ class RetinaNetExperiment:
   # ---- model -----------------------------------------------------------------
   def _make_model(self):
     m, k = self.config.model, self.config.consistent
+    # CE + OHEM is a softmax over C + 1 channels with background at 0 (SSD style).
+    head_classes = self.num_classes + (1 if self.config.loss.cls == "ce_ohem" else 0)
     kwargs = dict(
-        num_classes=self.num_classes, num_anchors=self.num_per_loc, depth=m.depth,
+        num_classes=head_classes, num_anchors=self.num_per_loc, depth=m.depth,
         width=m.width, norm=m.norm, frozen_stages=m.frozen_stages,
         min_level=m.min_level, max_level=m.max_level, fpn_filters=m.fpn_filters,
         head_convs=m.head_convs, head_filters=m.head_filters,
@@ -134,7 +145,8 @@ class RetinaNetExperiment:
     l = self.config.loss
     targets = self._targets(batch)
     num_pos = det_loss.num_positives(targets)
-    cls = det_loss.classification_loss(l, outputs["cls_logits"], targets, num_pos)
+    cls = det_loss.classification_loss(l, outputs["cls_logits"], targets, num_pos,
+                                       mesh=self.mesh)
     reg = det_loss.box_regression_loss(l, outputs["box_deltas"], self.anchors, targets, num_pos)
     terms = {"cls_loss": cls, "reg_loss": reg, "num_pos": num_pos}
     if self.config.consistent.enabled:
@@ -194,14 +206,20 @@ class RetinaNetExperiment:
     e = self.config.eval
     outputs = self.model.apply({"params": params, **model_state}, self.normalize(images),
                                train=False)
-    logits, deltas, anchors = outputs["cls_logits"], outputs["box_deltas"], self.anchors
+    logits, deltas, anchors = outputs["cls_logits"], outputs["box_deltas"], self.eval_anchors
     if self.config.consistent.enabled:  # regression applied twice, scores of the last stage
       from jaxdet.losses import consistent
       anchors, deltas = consistent.refine_for_inference(
-          outputs, self.anchors, tuple(self.config.loss.box_weights))
+          outputs, self.eval_anchors, tuple(self.config.loss.box_weights))
       logits = consistent.inference_logits(outputs)
+    if self.config.loss.cls == "ce_ohem":
+      # Softmax probabilities of the C foreground classes, written as logits so that
+      # the sigmoid inside generate_detections returns them unchanged.
+      probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1:]
+      probs = jnp.clip(probs, 1e-12, 1 - 1e-7)
+      logits = jnp.log(probs) - jnp.log1p(-probs)
     return postprocess.generate_detections(
-        logits, deltas, anchors, self.level_slices, image_hw,
+        logits, deltas, anchors, self.eval_level_slices, image_hw,
         box_weights=tuple(self.config.loss.box_weights), score_threshold=e.score_threshold,
         pre_nms_topk=e.pre_nms_topk, nms_iou=e.nms_iou, max_detections=e.max_detections)
 
@@ -210,8 +228,8 @@ class RetinaNetExperiment:
     bs = batch_size or self.config.eval.batch_size
     return DetectionLoader(
         source or self.val_source, batch_size=max(bs // jax.process_count(), 1),
-        image_size=self.image_size, short_side=d.short_side, max_side=d.max_side,
-        max_boxes=d.max_boxes, train=False, seed=self.config.seed, hflip=False,
+        image_size=self.eval_image_size, short_side=self.eval_resize[0],
+        max_side=self.eval_resize[1], max_boxes=d.max_boxes, train=False, seed=self.config.seed, hflip=False,
         scale_jitter=(1.0, 1.0), num_workers=d.num_workers,
         process_index=jax.process_index(), process_count=jax.process_count(),
         image_transform=transform)

@@ -53,8 +53,14 @@ def anchor_targets(anchors, gt_boxes, gt_classes, gt_valid, *, num_classes: int,
   return jax.vmap(one, in_axes=(anchor_axis, 0, 0, 0))(anchors, gt_boxes, gt_classes, gt_valid)
 
 
-def classification_loss(loss_cfg, logits, targets: AnchorTargets, num_pos) -> jax.Array:
-  """Scalar classification loss for ``loss_cfg.cls`` (see module docstring)."""
+def classification_loss(loss_cfg, logits, targets: AnchorTargets, num_pos, *,
+                        mesh=None) -> jax.Array:
+  """Scalar classification loss for ``loss_cfg.cls`` (see module docstring).
+
+  ``mesh`` is needed only for ``loss_cfg.ap_per_device`` (rank within each device's
+  shard of the batch, as the authors' per-GPU code does, instead of the global batch).
+  For ``ce_ohem`` the logits have C + 1 channels, background first.
+  """
   name = loss_cfg.cls
   labels = targets.cls_targets
   if name == "focal":
@@ -63,10 +69,15 @@ def classification_loss(loss_cfg, logits, targets: AnchorTargets, num_pos) -> ja
     return jnp.sum(jnp.where(labels >= 0, per, 0.0)) / num_pos
   if name in ("ap", "auc"):
     from jaxdet.losses import ranking
-    fn = ranking.ap_loss if name == "ap" else ranking.auc_loss
     kwargs = {"delta": loss_cfg.ap_delta}
     if name == "ap":
       kwargs["interpolate"] = loss_cfg.ap_interpolate
+    if loss_cfg.ap_per_device:
+      if mesh is None:
+        raise ValueError("config.loss.ap_per_device=True needs the device mesh.")
+      fn = ranking.ap_loss_per_shard if name == "ap" else ranking.auc_loss_per_shard
+      return fn(logits, labels, mesh=mesh, **kwargs)
+    fn = ranking.ap_loss if name == "ap" else ranking.auc_loss
     return fn(logits, labels, **kwargs)
   if name == "ce_ohem":
     from jaxdet.losses import ohem

@@ -27,7 +27,7 @@ def test_group_replaced_by_value_is_an_error():
     validate(c, detector_defaults())
 
 
-@pytest.mark.parametrize("name", ["demo", "retinanet_coco", "retinanet_voc"])
+@pytest.mark.parametrize("name", ["demo", "retinanet_coco", "retinanet_voc", "aploss_voc", "aploss_coco", "aploss_demo", "alwa_voc", "conretinanet_coco", "conretinanet_demo"])
 def test_shipped_configs_are_valid(name):
   import importlib.util, pathlib
   path = pathlib.Path(__file__).parents[2] / "configs" / f"{name}.py"
