@@ -10,20 +10,9 @@ Variants (comma-separated): regression loss ':l1' | ':smooth_l1' (default) | ':c
 weighting ':alwa2' (default) | ':alwa1' | ':baseline' (fixed 1:1); ':raw' records unweighted losses;
 ':demo' runs the same recipe on the embedded benchmark (CPU-sized, see configs/demo.py).
 """
-import importlib.util
-import os
-
-from jaxdet.experiments.defaults import detector_defaults
+from jaxdet.experiments.defaults import detector_defaults, sibling_config
 
 REG_LOSSES = ("l1", "smooth_l1", "ciou", "giou", "diou")
-
-
-def _demo_config():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
-  spec = importlib.util.spec_from_file_location("jaxdet_demo_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config("")
 
 
 def get_config(arg: str | None = None):
@@ -33,7 +22,7 @@ def get_config(arg: str | None = None):
     raise ValueError(f"configs/alwa_voc.py: unknown variant(s) {sorted(unknown)}; valid: "
                      f"{', '.join(REG_LOSSES)}, alwa1, alwa2, baseline, raw, demo.")
   if "demo" in variants:
-    c = _demo_config()
+    c = sibling_config(__file__, "demo").get_config("")
   else:
     c = detector_defaults()
     c.data.source = "coco_json"

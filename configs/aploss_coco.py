@@ -8,20 +8,9 @@ images per step, lr 1e-3 per 16 images, /10 at 60 and 80 epochs, warm-up from 1/
     python -m jaxdet.main --config=configs/aploss_coco.py --workdir=runs/aploss_coco
 Paper: COCO test-dev AP-loss500 37.4, AP-loss800 40.8 (R101); minival 35.0 (R50, 512).
 """
-import importlib.util
-import os
-
-from jaxdet.experiments.defaults import detector_defaults
+from jaxdet.experiments.defaults import detector_defaults, sibling_config
 
 COCO_TRAINVAL35K = 117_266
-
-
-def _recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "aploss_voc.py")
-  spec = importlib.util.spec_from_file_location("jaxdet_aploss_voc_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.apply_aploss
 
 
 def get_config(arg: str | None = None):
@@ -46,7 +35,7 @@ def get_config(arg: str | None = None):
   c.model.depth = 50 if "r50" in variants else 101
   c.model.pretrained = f"weights/resnet{c.model.depth}_imagenet.npz"
   c.model.dtype = "bfloat16"
-  _recipe()(c, variants)
+  sibling_config(__file__, "aploss_voc").apply_aploss(c, variants)
   steps_per_epoch = COCO_TRAINVAL35K // 16
   c.train.batch_size, c.train.num_steps = 16, 100 * steps_per_epoch
   c.optim.decay_steps = (60 * steps_per_epoch, 80 * steps_per_epoch)

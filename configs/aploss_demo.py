@@ -10,23 +10,13 @@ uses 0.01.
     python -m jaxdet.main --config=configs/aploss_demo.py --workdir=runs/aploss_demo --mode=robustness
 Variants: ':focal', ':ohem', ':auc' (the paper's baselines), ':quick'.
 """
-import importlib.util
-import os
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(f"jaxdet_{name}_config", os.path.join(HERE, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from jaxdet.experiments.defaults import sibling_config
 
 
 def get_config(arg: str | None = None):
   variants = set((arg or "").split(",")) - {""}
-  c = _load("demo").get_config("quick" if "quick" in variants else "")
-  _load("aploss_voc").apply_aploss(c, variants)
+  c = sibling_config(__file__, "demo").get_config("quick" if "quick" in variants else "")
+  sibling_config(__file__, "aploss_voc").apply_aploss(c, variants)
   c.model.norm, c.model.frozen_stages = "group_norm", -1   # from scratch
   c.optim.base_lr, c.optim.warmup_steps = 0.01, 200
   return c

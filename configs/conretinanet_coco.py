@@ -17,17 +17,7 @@ R101-500 34.4 -> 35.5, R101-800 37.8 -> 38.7 (RetinaNet -> ConRetinaNet).
     Table 2 thresholds: --config.consistent.positive_iou=0.7 --config.consistent.negative_iou=0.6.
 Expects the COCO layout of retinanet_coco.py (data/coco/...) unless ':tfds'.
 """
-import importlib.util
-import os
-
-
-def _sibling(name):
-  """Loads configs/<name>.py by path (configs/ is not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
-  spec = importlib.util.spec_from_file_location("_jaxdet_config_" + name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from jaxdet.experiments.defaults import sibling_config
 
 
 def get_config(arg: str | None = None):
@@ -35,7 +25,7 @@ def get_config(arg: str | None = None):
   if {"500", "800"} <= variants or {"cascade", "gated_cascade"} <= variants:
     raise ValueError(f"conretinanet_coco: pick at most one of '500' / '800' and one of 'cascade' / "
                      f"'gated_cascade' (other variants: r101, baseline, tfds); got {arg!r}")
-  c = _sibling("retinanet_coco").get_config(arg)
+  c = sibling_config(__file__, "retinanet_coco").get_config(arg)
   if "500" in variants:
     c.data.short_side, c.data.max_side = 500, 833
     c.data.image_size = (896, 896)    # 833 rounded up to a multiple of 128 (stride of P7)

@@ -9,17 +9,7 @@ effect on AP / AP75 at toy scale.
       (Fig. 4(b)/(c)), ':alwa' (ALWA_2 adaptive loss weights), ':aploss' (AP-loss classification);
       ':aploss,alwa' = AP-loss + consistent optimization + ALWA.
 """
-import importlib.util
-import os
-
-
-def _sibling(name):
-  """Loads configs/<name>.py by path (configs/ is not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
-  spec = importlib.util.spec_from_file_location("_jaxdet_config_" + name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from jaxdet.experiments.defaults import sibling_config
 
 
 def get_config(arg: str | None = None):
@@ -27,7 +17,7 @@ def get_config(arg: str | None = None):
   if {"cascade", "gated_cascade"} <= variants:
     raise ValueError(f"conretinanet_demo: pick at most one of 'cascade' / 'gated_cascade' (other variants: "
                      f"quick, alwa, aploss); got {arg!r}")
-  c = _sibling("demo").get_config(arg)
+  c = sibling_config(__file__, "demo").get_config(arg)
   k = c.consistent
   k.enabled = True
   k.alpha, k.positive_iou, k.negative_iou = 1.0, 0.6, 0.5

@@ -140,3 +140,20 @@ def detector_defaults() -> ml_collections.ConfigDict:
   p.output_dir = ""                # '' -> <workdir>/predictions
   p.draw_threshold = 0.3
   return c
+
+
+def sibling_config(config_file: str, name: str):
+  """Loads ``configs/<name>.py`` next to ``config_file`` as a module.
+
+  ``configs/`` is a folder of files, not a package, so a config that builds on another
+  (``conretinanet_demo`` on ``demo``) loads it by path: ``sibling_config(__file__, 'demo')``.
+  """
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{config_file} builds on {path}, which does not exist.")
+  spec = importlib.util.spec_from_file_location("_jaxdet_config_" + name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
