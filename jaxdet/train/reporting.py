@@ -54,7 +54,7 @@ class Reporter:
       self._tb.flush()
     if self._bar is not None and prefix == "train":
       shown = {k: f"{float(v):.4g}" for k, v in values.items()
-               if k in ("loss", "lr", "img_per_s", "lambda_cls", "lambda_reg")}
+               if k in ("loss", "cls_loss", "reg_loss", "lr", "img_per_s", "lambda_cls", "lambda_reg")}
       self._bar.set_postfix(shown, refresh=False)
 
   def message(self, text: str) -> None:
