@@ -153,7 +153,7 @@ class RetinaNetExperiment:
       from jaxdet.losses import consistent
       terms.update(consistent.consistent_terms(
           outputs, self.anchors, batch["boxes"], batch["classes"], batch["box_valid"], targets,
-          l, self.config.consistent, self.num_classes))
+          l, self.config.consistent, self.num_classes, mesh=self.mesh))
     return terms
 
   def train_step(self, state: TrainState, batch):

@@ -89,7 +89,7 @@ def _require(outputs, key, why):
 
 def consistent_terms(outputs, anchors, gt_boxes, gt_classes, gt_valid,
                      targets: det_loss.AnchorTargets | None, loss_cfg, cons_cfg, num_classes: int, *,
-                     cls_normalizer: str = "refined") -> dict:
+                     cls_normalizer: str = "refined", mesh=None) -> dict:
   """Refined-anchor terms of Eq. 1 / Eq. 2 for one batch.
 
   Args:
@@ -104,6 +104,7 @@ def consistent_terms(outputs, anchors, gt_boxes, gt_classes, gt_valid,
       reg_stages).
     num_classes: C.
     cls_normalizer: 'refined' (N1) or 'original' (N0) for focal / CE-OHEM; see module docstring.
+    mesh: the device mesh, needed only with ``loss_cfg.ap_per_device``.
 
   Returns:
     {'cls_loss_refined': alpha * sum of the extra class terms,
@@ -138,7 +139,7 @@ def consistent_terms(outputs, anchors, gt_boxes, gt_classes, gt_valid,
       logits = _require(outputs, cls_key(s), f"the stage-{s} classification term")
       norm = n if cls_normalizer == "refined" else det_loss.num_positives(targets)
       terms["cls_loss_refined"] = terms["cls_loss_refined"] + alpha * det_loss.classification_loss(
-          loss_cfg, logits, t, norm)
+          loss_cfg, logits, t, norm, mesh=mesh)
     if s <= reg_stages:
       deltas = _require(outputs, box_key(s), f"the stage-{s} regression term")
       terms["reg_loss_refined"] = terms["reg_loss_refined"] + det_loss.box_regression_loss(
