@@ -49,5 +49,35 @@ def main(argv):
   run(config, workdir, _MODE.value)
 
 
+def _check_overrides(argv) -> None:
+  """Names an unknown ``--config.a.b=...`` key and lists the valid ones (before absl's
+  terser error)."""
+  import difflib
+  from jaxdet.experiments.defaults import detector_defaults
+  for arg in argv[1:]:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0].split(".")
+    node, prefix = detector_defaults(), "config"
+    for key in path:
+      if not hasattr(node, "keys") or key not in node:
+        valid = sorted(node.keys()) if hasattr(node, "keys") else []
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" Did you mean '{prefix}.{close[0]}'?" if close else ""
+        raise app.UsageError(f"Unknown config key '{prefix}.{key}' in {arg!r}.{hint} "
+                             f"Valid keys under '{prefix}': {', '.join(valid)}.")
+      node, prefix = node[key], f"{prefix}.{key}"
+
+
+def _parse_flags(argv):
+  try:
+    _check_overrides(argv)
+  except app.UsageError as e:
+    import sys
+    print(f"jaxdet: {e}", file=sys.stderr)
+    sys.exit(2)
+  return flags.FLAGS(argv)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

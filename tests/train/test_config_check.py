@@ -35,3 +35,13 @@ def test_shipped_configs_are_valid(name):
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   validate(mod.get_config(), detector_defaults())
+
+
+def test_command_line_typo_names_the_key_and_lists_valid_ones():
+  import subprocess, sys
+  out = subprocess.run([sys.executable, "-m", "jaxdet.main", "--config=configs/demo.py",
+                        "--workdir=/tmp/unused", "--config.optim.learning_rate=0.1"],
+                       capture_output=True, text=True, timeout=120,
+                       cwd=__import__("pathlib").Path(__file__).parents[2])
+  assert out.returncode == 2
+  assert "config.optim.learning_rate" in out.stderr and "base_lr" in out.stderr
