@@ -175,3 +175,18 @@ def test_predict_mode_writes_json_and_images(reference_run, data_root, tmp_path)
   assert len([f for f in os.listdir(out_dir) if f.endswith("_det.png")]) == len(images)
   valid_ids = set(paths["category_ids"])
   assert all(d["category_id"] in valid_ids and len(d["bbox"]) == 4 for d in dets)
+
+
+def test_robustness_mode_reports_ap50_per_corruption(reference_run, data_root):
+  out = subprocess.run(_main(reference_run, data_root, "--mode=robustness"), env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(os.path.join(reference_run, "robustness.json")) as f:
+    result = json.load(f)
+  assert result["step"] == 8
+  assert set(result["AP50"]) == {"clean", "black_patch", "random_patch", "flipped_patch",
+                                 "gaussian_noise"}
+  # The clean score is the AP50 of the regular final evaluation.
+  np.testing.assert_allclose(result["AP50"]["clean"], _final_eval(reference_run)["AP50"],
+                             atol=1e-9)
+  assert all(0.0 <= v <= 1.0 for v in result["AP50"].values())
