@@ -43,7 +43,7 @@ def make(seed, b=3, a=50, c=4, p=(0.1, 0.8, 0.1)):
 vg = jax.jit(jax.value_and_grad(ohem.ce_ohem_loss), static_argnames=("neg_pos_ratio", "min_negatives"))
 
 
-def check(logits, classes, state, **kw):
+def assert_matches_reference(logits, classes, state, **kw):
   loss, g = vg(jnp.asarray(logits), classes, state, **kw)
   ref_loss, ref_g = ref_ohem(logits, classes, state,
                              kw.get("neg_pos_ratio", 3), kw.get("min_negatives", 3))
@@ -52,7 +52,7 @@ def check(logits, classes, state, **kw):
 
 
 def test_random_batch():
-  check(*make(0))
+  assert_matches_reference(*make(0))
 
 
 def test_image_without_positives_and_few_negatives():
@@ -60,14 +60,14 @@ def test_image_without_positives_and_few_negatives():
   state[0] = np.where(state[0] == 1, 0, state[0])  # image 0: only negatives -> min_negatives
   state[1] = np.where(np.arange(50) < 20, 1, np.where(np.arange(50) < 45, -1, 0))  # 20 pos, 5 neg
   classes = np.where(state == 1, np.abs(classes), -1).astype(np.int32)
-  check(logits, classes, state)
-  check(logits, classes, state, neg_pos_ratio=2, min_negatives=0)
+  assert_matches_reference(logits, classes, state)
+  assert_matches_reference(logits, classes, state, neg_pos_ratio=2, min_negatives=0)
 
 
 def test_no_positives_anywhere_and_ties():
   logits, classes, state = make(2, p=(0.2, 0.8, 0.0))
   logits[:, 10:30] = logits[:, 10:11]  # identical rows: tied background losses
-  check(logits, classes, state, min_negatives=5)
+  assert_matches_reference(logits, classes, state, min_negatives=5)
 
 
 def test_selection_is_the_hardest():

@@ -6,7 +6,8 @@ from jaxdet.train.config_check import validate
 
 
 def test_defaults_are_valid():
-  validate(detector_defaults(), detector_defaults())
+  validate(detector_defaults(), detector_defaults())  # raises on a problem
+  assert detector_defaults().experiment == "retinanet"
 
 
 def test_typo_is_an_error_with_suggestion():
@@ -34,7 +35,12 @@ def test_shipped_configs_are_valid(name):
   spec = importlib.util.spec_from_file_location(name, path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  validate(mod.get_config(), detector_defaults())
+  config = mod.get_config()
+  validate(config, detector_defaults())  # raises on an unknown key
+  from jaxdet.experiments.registry import EXPERIMENTS
+  from jaxdet.losses.detection import CLS_LOSSES
+  assert config.experiment in EXPERIMENTS and config.loss.cls in CLS_LOSSES
+  assert config.train.num_steps > 0 and config.train.batch_size > 0
 
 
 def test_command_line_typo_names_the_key_and_lists_valid_ones():
