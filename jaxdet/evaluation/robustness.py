@@ -104,22 +104,31 @@ def random_source(box, ph: int, pw: int, height: int, width: int, rng):
   return int(ys[k // xs.size]), int(xs[k % xs.size])
 
 
+def _replace_patches(image, boxes, patch_for):
+  """Copy of ``image`` whose centre patch of every box is ``patch_for(box, y0, y1, x0, x1)``
+  (content always taken from the original image)."""
+  out = image.copy()
+  h, w = image.shape[:2]
+  for box in boxes:
+    region = patch_region(box, h, w)
+    if region is not None:
+      y0, y1, x0, x1 = region
+      out[y0:y1, x0:x1] = patch_for(box, y0, y1, x0, x1)
+  return out
+
+
 def random_patch(image, boxes, rng):
   """Replaces the centre patch of every GT box by a same-size window of the original
   image taken from a random position outside that box."""
   image = _check_image(image, 'random_patch')
   boxes = _check_boxes(boxes, 'random_patch')
   _check_rng(rng, 'random_patch')
-  out = image.copy()
-  h, w = image.shape[:2]
-  for box in boxes:
-    region = patch_region(box, h, w)
-    if region is None:
-      continue
-    y0, y1, x0, x1 = region
-    sy, sx = random_source(box, y1 - y0, x1 - x0, h, w, rng)
-    out[y0:y1, x0:x1] = image[sy:sy + (y1 - y0), sx:sx + (x1 - x0)]
-  return out
+
+  def source(box, y0, y1, x0, x1):
+    sy, sx = random_source(box, y1 - y0, x1 - x0, image.shape[0], image.shape[1], rng)
+    return image[sy:sy + (y1 - y0), sx:sx + (x1 - x0)]
+
+  return _replace_patches(image, boxes, source)
 
 
 def flipped_patch(image, boxes, rng, mode: str = 'random'):
@@ -134,21 +143,17 @@ def flipped_patch(image, boxes, rng, mode: str = 'random'):
   boxes = _check_boxes(boxes, 'flipped_patch')
   if mode == 'random':
     _check_rng(rng, 'flipped_patch')
-  out = image.copy()
-  h, w = image.shape[:2]
-  for box in boxes:
-    region = patch_region(box, h, w)
-    if region is None:
-      continue
-    y0, y1, x0, x1 = region
+
+  def flipped(box, y0, y1, x0, x1):
     m = FLIP_MODES[1 + int(rng.integers(3))] if mode == 'random' else mode
     patch = image[y0:y1, x0:x1]
     if m in ('horizontal', 'both'):
       patch = patch[:, ::-1]
     if m in ('vertical', 'both'):
       patch = patch[::-1]
-    out[y0:y1, x0:x1] = patch
-  return out
+    return patch
+
+  return _replace_patches(image, boxes, flipped)
 
 
 def gaussian_noise(image, rng, variance: float = 0.01):
