@@ -10,13 +10,13 @@ Variants (comma-separated): regression loss ':l1' | ':smooth_l1' (default) | ':c
 weighting ':alwa2' (default) | ':alwa1' | ':baseline' (fixed 1:1); ':raw' records unweighted losses;
 ':demo' runs the same recipe on the embedded benchmark (CPU-sized, see configs/demo.py).
 """
-from jaxdet.experiments.defaults import detector_defaults, sibling_config
+from jaxdet.experiments.defaults import detector_defaults, sibling_config, parse_variants, use_coco_json
 
 REG_LOSSES = ("l1", "smooth_l1", "ciou", "giou", "diou")
 
 
 def get_config(arg: str | None = None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = parse_variants(arg)
   unknown = variants - set(REG_LOSSES) - {"alwa1", "alwa2", "baseline", "raw", "demo"}
   if unknown:
     raise ValueError(f"configs/alwa_voc.py: unknown variant(s) {sorted(unknown)}; valid: "
@@ -25,11 +25,10 @@ def get_config(arg: str | None = None):
     c = sibling_config(__file__, "demo").get_config("")
   else:
     c = detector_defaults()
-    c.data.source = "coco_json"
-    c.data.train_json = "data/voc/annotations/voc12_trainval.json"
-    c.data.train_images = "data/voc/images"
-    c.data.val_json = "data/voc/annotations/voc07_test.json"
-    c.data.val_images = "data/voc/images"
+    use_coco_json(c.data, train_json="data/voc/annotations/voc12_trainval.json",
+                  train_images="data/voc/images",
+                  val_json="data/voc/annotations/voc07_test.json",
+                  val_images="data/voc/images")
     c.data.image_size = (1024, 1024)
     c.data.short_side, c.data.max_side = 600, 1000   # mmdetection VOC: (1000, 600)
     c.data.num_workers = 16

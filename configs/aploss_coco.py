@@ -8,19 +8,18 @@ images per step, lr 1e-3 per 16 images, /10 at 60 and 80 epochs, warm-up from 1/
     python -m jaxdet.main --config=configs/aploss_coco.py --workdir=runs/aploss_coco
 Paper: COCO test-dev AP-loss500 37.4, AP-loss800 40.8 (R101); minival 35.0 (R50, 512).
 """
-from jaxdet.experiments.defaults import detector_defaults, sibling_config
+from jaxdet.experiments.defaults import detector_defaults, sibling_config, parse_variants, use_coco_json
 
 COCO_TRAINVAL35K = 117_266
 
 
 def get_config(arg: str | None = None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = parse_variants(arg)
   c = detector_defaults()
-  c.data.source = "coco_json"
-  c.data.train_json = "data/coco/annotations/instances_trainval35k.json"
-  c.data.train_images = "data/coco/images"
-  c.data.val_json = "data/coco/annotations/instances_minival2014.json"
-  c.data.val_images = "data/coco/images"
+  use_coco_json(c.data, train_json="data/coco/annotations/instances_trainval35k.json",
+                train_images="data/coco/images",
+                val_json="data/coco/annotations/instances_minival2014.json",
+                val_images="data/coco/images")
   if "tfds" in variants:   # coco/2017 train / validation == trainval35k / minival images
     c.data.source, c.data.tfds_name = "tfds", "coco/2017"
   train = 800 if "800" in variants else 512

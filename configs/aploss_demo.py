@@ -10,11 +10,11 @@ uses 0.01.
     python -m jaxdet.main --config=configs/aploss_demo.py --workdir=runs/aploss_demo --mode=robustness
 Variants: ':focal', ':ohem', ':auc' (the paper's baselines), ':quick'.
 """
-from jaxdet.experiments.defaults import sibling_config
+from jaxdet.experiments.defaults import sibling_config, parse_variants
 
 
 def get_config(arg: str | None = None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = parse_variants(arg)
   c = sibling_config(__file__, "demo").get_config("quick" if "quick" in variants else "")
   sibling_config(__file__, "aploss_voc").apply_aploss(c, variants)
   c.model.norm, c.model.frozen_stages = "group_norm", -1   # from scratch

@@ -12,7 +12,7 @@ IoU), < 0.4 negative; smooth L1 (beta 1) on deltas divided by (0.1, 0.1, 0.2, 0.
 Baselines of the paper: ':focal', ':ohem' (CE + OHEM 3:1), ':auc'.
 Augmentation here is flip + scale jitter (the paper uses SSD's photometric/expand/crop).
 """
-from jaxdet.experiments.defaults import detector_defaults
+from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_coco_json
 
 VOC_TRAINVAL_0712 = 16_551
 
@@ -36,13 +36,12 @@ def apply_aploss(c, variants):
 
 
 def get_config(arg: str | None = None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = parse_variants(arg)
   c = detector_defaults()
-  c.data.source = "coco_json"
-  c.data.train_json = "data/voc/annotations/voc0712_trainval.json"
-  c.data.train_images = "data/voc/images"
-  c.data.val_json = "data/voc/annotations/voc07_test.json"
-  c.data.val_images = "data/voc/images"
+  use_coco_json(c.data, train_json="data/voc/annotations/voc0712_trainval.json",
+                train_images="data/voc/images",
+                val_json="data/voc/annotations/voc07_test.json",
+                val_images="data/voc/images")
   train = 800 if "800" in variants else 512
   test = 500 if "500" in variants else 800 if "800" in variants else 600
   # Training: the image fitted into train x train; evaluation keeps the aspect ratio

@@ -17,11 +17,11 @@ R101-500 34.4 -> 35.5, R101-800 37.8 -> 38.7 (RetinaNet -> ConRetinaNet).
     Table 2 thresholds: --config.consistent.positive_iou=0.7 --config.consistent.negative_iou=0.6.
 Expects the COCO layout of retinanet_coco.py (data/coco/...) unless ':tfds'.
 """
-from jaxdet.experiments.defaults import sibling_config
+from jaxdet.experiments.defaults import sibling_config, parse_variants
 
 
 def get_config(arg: str | None = None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = parse_variants(arg)
   if {"500", "800"} <= variants or {"cascade", "gated_cascade"} <= variants:
     raise ValueError(f"conretinanet_coco: pick at most one of '500' / '800' and one of 'cascade' / "
                      f"'gated_cascade' (other variants: r101, baseline, tfds); got {arg!r}")

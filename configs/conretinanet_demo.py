@@ -9,11 +9,11 @@ effect on AP / AP75 at toy scale.
       (Fig. 4(b)/(c)), ':alwa' (ALWA_2 adaptive loss weights), ':aploss' (AP-loss classification);
       ':aploss,alwa' = AP-loss + consistent optimization + ALWA.
 """
-from jaxdet.experiments.defaults import sibling_config
+from jaxdet.experiments.defaults import sibling_config, parse_variants
 
 
 def get_config(arg: str | None = None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = parse_variants(arg)
   if {"cascade", "gated_cascade"} <= variants:
     raise ValueError(f"conretinanet_demo: pick at most one of 'cascade' / 'gated_cascade' (other variants: "
                      f"quick, alwa, aploss); got {arg!r}")

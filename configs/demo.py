@@ -8,11 +8,11 @@ head on P3-P5 with smaller anchors.
     python -m jaxdet.main --config=configs/demo.py --workdir=runs/demo
     variants: ':quick' (a few hundred steps, smoke test)
 """
-from jaxdet.experiments.defaults import detector_defaults
+from jaxdet.experiments.defaults import detector_defaults, parse_variants
 
 
 def get_config(arg: str | None = None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = parse_variants(arg)
   c = detector_defaults()
   c.data.source = "benchmark"
   c.data.image_size = (128, 128)

@@ -9,17 +9,16 @@ wd 1e-4, lr 0.01 per 16 images (linearly scaled with config.train.batch_size),
 Expects config.data.train_json / train_images / val_json / val_images (COCO
 layout) unless the tfds variant is used.
 """
-from jaxdet.experiments.defaults import detector_defaults
+from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_coco_json
 
 
 def get_config(arg: str | None = None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = parse_variants(arg)
   c = detector_defaults()
-  c.data.source = "coco_json"
-  c.data.train_json = "data/coco/annotations/instances_train2017.json"
-  c.data.train_images = "data/coco/train2017"
-  c.data.val_json = "data/coco/annotations/instances_val2017.json"
-  c.data.val_images = "data/coco/val2017"
+  use_coco_json(c.data, train_json="data/coco/annotations/instances_train2017.json",
+                train_images="data/coco/train2017",
+                val_json="data/coco/annotations/instances_val2017.json",
+                val_images="data/coco/val2017")
   c.data.image_size = (1344, 1344)
   c.data.short_side, c.data.max_side = 800, 1333
   c.data.num_workers = 16

@@ -8,17 +8,16 @@ Data: COCO-format JSON of VOC (e.g. the widely used voc0712_trainval.json /
 voc07_test.json conversions) in data/voc/, or ':tfds' for voc/2007 via TFDS
 (trains on voc/2007 train+validation; add voc/2012 by converting to COCO JSON).
 """
-from jaxdet.experiments.defaults import detector_defaults
+from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_coco_json
 
 
 def get_config(arg: str | None = None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = parse_variants(arg)
   c = detector_defaults()
-  c.data.source = "coco_json"
-  c.data.train_json = "data/voc/annotations/voc0712_trainval.json"
-  c.data.train_images = "data/voc/images"
-  c.data.val_json = "data/voc/annotations/voc07_test.json"
-  c.data.val_images = "data/voc/images"
+  use_coco_json(c.data, train_json="data/voc/annotations/voc0712_trainval.json",
+                train_images="data/voc/images",
+                val_json="data/voc/annotations/voc07_test.json",
+                val_images="data/voc/images")
   c.data.image_size = (1024, 1024)
   c.data.short_side, c.data.max_side = 600, 1000
   c.data.num_workers = 16

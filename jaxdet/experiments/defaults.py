@@ -157,3 +157,16 @@ def sibling_config(config_file: str, name: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def parse_variants(arg: str | None) -> set[str]:
+  """``'r101,800'`` (the text after ``:`` in ``--config=file.py:r101,800``) -> {'r101', '800'}."""
+  return set((arg or "").split(",")) - {""}
+
+
+def use_coco_json(data_cfg, *, train_json: str, train_images: str, val_json: str,
+                  val_images: str) -> None:
+  """Points ``config.data`` at a COCO-format dataset (annotation JSON + image folder per split)."""
+  data_cfg.source = "coco_json"
+  data_cfg.train_json, data_cfg.train_images = train_json, train_images
+  data_cfg.val_json, data_cfg.val_images = val_json, val_images
