@@ -38,263 +38,263 @@ _HINT = ("Hint: pass the path of a COCO-format JSON file (e.g. annotations/insta
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decodes an image file to ``uint8 [H, W, 3]`` RGB (raises OSError / ValueError on failure)."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+  """Decodes an image file to ``uint8 [H, W, 3]`` RGB (raises OSError / ValueError on failure)."""
+  with Image.open(path) as img:
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+  return isinstance(v, int) and not isinstance(v, bool)
 
 
 class CocoJsonSource:
-    """A ``DetectionSource`` over a COCO-format annotation file and an image directory.
+  """A ``DetectionSource`` over a COCO-format annotation file and an image directory.
 
-    Args:
-      annotation_file: COCO JSON with ``images``, ``annotations`` (may be absent: no objects)
-        and ``categories``.
-      image_dir: directory that ``images[*].file_name`` is relative to.
-      skip_bad_images: if True, every image is checked once here (exists, has a readable header
-        with the annotated size); bad ones are left out, counted in ``stats['bad_images_skipped']``
-        and the count is printed. An image that still fails to decode later is replaced by a black
-        image without objects (counted in ``stats['bad_images_at_read']``, with a warning).
-        If False, an unreadable image raises an error naming the file when it is read.
-      drop_crowd: drop ``iscrowd=1`` objects from training examples (they stay in ``.coco``).
-      min_box_size: boxes narrower or lower than this (pixels) are dropped as degenerate.
+  Args:
+    annotation_file: COCO JSON with ``images``, ``annotations`` (may be absent: no objects)
+      and ``categories``.
+    image_dir: directory that ``images[*].file_name`` is relative to.
+    skip_bad_images: if True, every image is checked once here (exists, has a readable header
+      with the annotated size); bad ones are left out, counted in ``stats['bad_images_skipped']``
+      and the count is printed. An image that still fails to decode later is replaced by a black
+      image without objects (counted in ``stats['bad_images_at_read']``, with a warning).
+      If False, an unreadable image raises an error naming the file when it is read.
+    drop_crowd: drop ``iscrowd=1`` objects from training examples (they stay in ``.coco``).
+    min_box_size: boxes narrower or lower than this (pixels) are dropped as degenerate.
+  """
+
+  def __init__(self, annotation_file, image_dir, *, skip_bad_images: bool = False,
+               drop_crowd: bool = True, min_box_size: float = 1.0):
+    self.annotation_file = Path(annotation_file)
+    self.image_dir = Path(image_dir)
+    self.drop_crowd = bool(drop_crowd)
+    self.skip_bad_images = bool(skip_bad_images)
+    self.min_box_size = float(min_box_size)
+    if not self.annotation_file.is_file():
+      raise FileNotFoundError(f"COCO annotation file not found: '{self.annotation_file}'. {_HINT}")
+    if not self.image_dir.is_dir():
+      raise FileNotFoundError(
+          f"Image directory not found: '{self.image_dir}' (images of '{self.annotation_file}'). "
+          "Hint: pass the folder that the 'file_name' entries of the JSON are relative to.")
+    try:
+      with open(self.annotation_file, "rb") as f:
+        data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise ValueError(f"{self.annotation_file}: not valid JSON ({e}).") from e
+    self._lock = threading.Lock()
+    self.stats = {
+        "images": 0, "annotations": 0, "boxes_kept": 0, "boxes_clipped": 0,
+        "boxes_dropped_degenerate": 0, "boxes_dropped_outside": 0, "crowd": 0,
+        "images_without_objects": 0, "bad_images_skipped": 0, "bad_images_at_read": 0,
+    }
+    self._parse(data)
+    if self.skip_bad_images:
+      self._drop_bad_images()
+    self.stats["images"] = len(self._images)
+    self.stats["images_without_objects"] = sum(
+        int((~c).sum() == 0) if self.drop_crowd else int(len(c) == 0) for c in self._crowd)
+
+  # ------------------------------------------------------------------ parsing / validation
+  def _err(self, what: str) -> ValueError:
+    return ValueError(f"Malformed COCO annotation file '{self.annotation_file}': {what}")
+
+  def _parse(self, data) -> None:
+    if not isinstance(data, dict):
+      raise self._err("top level must be a JSON object with 'images', 'annotations', 'categories'.")
+    for key in ("images", "categories"):
+      if not isinstance(data.get(key), list):
+        raise self._err(f"missing or non-list top-level field '{key}'.")
+    anns = data.get("annotations", [])
+    if not isinstance(anns, list):
+      raise self._err("top-level field 'annotations' must be a list.")
+
+    cats = {}
+    for k, c in enumerate(data["categories"]):
+      if not isinstance(c, dict) or not _is_int(c.get("id")):
+        raise self._err(f"category #{k}: field 'id' must be an integer, got {c!r}.")
+      if c["id"] in cats:
+        raise self._err(f"category id={c['id']}: duplicate id.")
+      cats[c["id"]] = str(c.get("name", c["id"]))
+    if not cats:
+      raise self._err("'categories' is empty; at least one category is needed.")
+    self.category_ids = sorted(cats)
+    self.class_names = [cats[i] for i in self.category_ids]
+    self.num_classes = len(self.category_ids)
+    cat_to_class = {cid: k for k, cid in enumerate(self.category_ids)}
+
+    images, index_of = [], {}
+    for k, im in enumerate(data["images"]):
+      iid = im.get("id") if isinstance(im, dict) else None
+      if not _is_int(iid):
+        raise self._err(f"image #{k}: field 'id' must be an integer, got {im!r}.")
+      for field in ("width", "height"):
+        if not _is_number(im.get(field)) or im[field] <= 0:
+          raise self._err(f"image id={iid}: field '{field}' must be a positive number, "
+                          f"got {im.get(field)!r}.")
+      if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+        raise self._err(f"image id={iid}: field 'file_name' must be a non-empty string.")
+      if iid in index_of:
+        raise self._err(f"image id={iid}: duplicate image id.")
+      index_of[iid] = len(images)
+      images.append(im)
+
+    per_image = [[] for _ in images]
+    for k, a in enumerate(anns):
+      if not isinstance(a, dict):
+        raise self._err(f"annotation #{k}: must be an object, got {a!r}.")
+      aid = a.get("id", f"#{k}")
+      iid = a.get("image_id")
+      where = f"annotation id={aid} (image id={iid})"
+      if not _is_int(iid) or iid not in index_of:
+        raise self._err(f"{where}: field 'image_id' does not name an image of 'images'.")
+      if a.get("category_id") not in cat_to_class:
+        raise self._err(f"{where}: field 'category_id'={a.get('category_id')!r} is not in "
+                        f"'categories' (ids {self.category_ids[:10]}...).")
+      bbox = a.get("bbox")
+      if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(map(_is_number, bbox)):
+        raise self._err(f"{where}: field 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}.")
+      crowd = a.get("iscrowd", 0)
+      if crowd not in (0, 1, True, False):
+        raise self._err(f"{where}: field 'iscrowd' must be 0 or 1, got {crowd!r}.")
+      per_image[index_of[iid]].append((bbox, cat_to_class[a["category_id"]], bool(crowd)))
+
+    self._data = data
+    self._images = images
+    self._boxes, self._classes, self._crowd = [], [], []
+    st = self.stats
+    st["annotations"] = len(anns)
+    for im, objs in zip(images, per_image):
+      w_img, h_img = float(im["width"]), float(im["height"])
+      boxes, classes, crowd = [], [], []
+      for (x, y, w, h), c, is_crowd in objs:
+        st["crowd"] += int(is_crowd)
+        if w < self.min_box_size or h < self.min_box_size:
+          st["boxes_dropped_degenerate"] += 1
+          continue
+        x1, y1, x2, y2 = x, y, x + w, y + h
+        cx1, cy1 = min(max(x1, 0.0), w_img), min(max(y1, 0.0), h_img)
+        cx2, cy2 = min(max(x2, 0.0), w_img), min(max(y2, 0.0), h_img)
+        if cx2 - cx1 < self.min_box_size or cy2 - cy1 < self.min_box_size:
+          st["boxes_dropped_outside"] += 1
+          continue
+        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+          st["boxes_clipped"] += 1
+        boxes.append((cx1, cy1, cx2, cy2))
+        classes.append(c)
+        crowd.append(is_crowd)
+        st["boxes_kept"] += 1
+      self._boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
+      self._classes.append(np.asarray(classes, np.int32))
+      self._crowd.append(np.asarray(crowd, bool))
+
+  def _check_image(self, k: int) -> str | None:
+    im = self._images[k]
+    path = self.image_dir / im["file_name"]
+    try:
+      with Image.open(path) as img:
+        size = img.size
+        img.verify()
+    except Exception as e:  # noqa: BLE001 - any failure means "unreadable"
+      return f"{path}: {type(e).__name__}: {e}"
+    if size != (int(im["width"]), int(im["height"])):
+      return f"{path}: size {size[0]}x{size[1]} but annotated {im['width']}x{im['height']}"
+    return None
+
+  def _drop_bad_images(self) -> None:
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+      problems = list(pool.map(self._check_image, range(len(self._images))))
+    bad = [k for k, p in enumerate(problems) if p is not None]
+    if not bad:
+      return
+    keep = [k for k, p in enumerate(problems) if p is None]
+    self._images = [self._images[k] for k in keep]
+    self._boxes = [self._boxes[k] for k in keep]
+    self._classes = [self._classes[k] for k in keep]
+    self._crowd = [self._crowd[k] for k in keep]
+    self.stats["bad_images_skipped"] = len(bad)
+    print(f"CocoJsonSource({self.annotation_file.name}): skipped {len(bad)} unreadable image(s) "
+          f"of {len(problems)}; first: {problems[bad[0]]}")
+
+  # ------------------------------------------------------------------ DetectionSource API
+  def __len__(self) -> int:
+    return len(self._images)
+
+  @property
+  def image_ids(self) -> list[int]:
+    return [int(im["id"]) for im in self._images]
+
+  def image_path(self, index: int) -> Path:
+    return self.image_dir / self._images[index]["file_name"]
+
+  def annotation(self, index: int) -> DetectionExample:
+    """Example ``index`` without decoding the image (all objects, crowd flagged)."""
+    im = self._images[index]
+    return DetectionExample(
+        image=None, boxes=self._boxes[index], classes=self._classes[index], image_id=im["id"],
+        file_name=im["file_name"], is_crowd=self._crowd[index],
+        height=int(im["height"]), width=int(im["width"]))
+
+  def __getitem__(self, index: int) -> DetectionExample:
+    if not -len(self) <= index < len(self):
+      raise IndexError(f"index {index} out of range for {len(self)} images")
+    ann = self.annotation(index)
+    path = self.image_path(index)
+    try:
+      image = read_rgb(path)
+      if image.shape[:2] != (ann.height, ann.width):
+        raise ValueError(f"decoded size {image.shape[1]}x{image.shape[0]} differs from the "
+                         f"annotated size {ann.width}x{ann.height}")
+    except Exception as e:  # noqa: BLE001
+      msg = (f"Cannot read image '{path}' (image id={ann.image_id} of '{self.annotation_file}'): "
+             f"{type(e).__name__}: {e}")
+      if not self.skip_bad_images:
+        raise OSError(msg + ". Hint: fix or remove the file, or pass skip_bad_images=True.") from e
+      with self._lock:
+        self.stats["bad_images_at_read"] += 1
+      warnings.warn(msg + "; using a black image without objects instead.", RuntimeWarning)
+      image = np.zeros((ann.height, ann.width, 3), np.uint8)
+      ann = DetectionExample(None, np.zeros((0, 4)), np.zeros((0,)), ann.image_id, ann.file_name,
+                             height=ann.height, width=ann.width)
+    ex = DetectionExample(image=image, boxes=ann.boxes, classes=ann.classes, image_id=ann.image_id,
+                          file_name=ann.file_name, is_crowd=ann.is_crowd)
+    return ex.without_crowd() if self.drop_crowd else ex
+
+  # ------------------------------------------------------------------ evaluation ground truth
+  @functools.cached_property
+  def coco(self):
+    """pycocotools ``COCO`` ground truth of the kept images, built once, silently.
+
+    Uses the original annotations (unclipped, crowd included); missing ``area`` / ``iscrowd`` /
+    ``id`` fields are filled (``w*h``, 0, running number) so that ``COCOeval`` works.
     """
+    from pycocotools.coco import COCO
 
-    def __init__(self, annotation_file, image_dir, *, skip_bad_images: bool = False,
-                 drop_crowd: bool = True, min_box_size: float = 1.0):
-        self.annotation_file = Path(annotation_file)
-        self.image_dir = Path(image_dir)
-        self.drop_crowd = bool(drop_crowd)
-        self.skip_bad_images = bool(skip_bad_images)
-        self.min_box_size = float(min_box_size)
-        if not self.annotation_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: '{self.annotation_file}'. {_HINT}")
-        if not self.image_dir.is_dir():
-            raise FileNotFoundError(
-                f"Image directory not found: '{self.image_dir}' (images of '{self.annotation_file}'). "
-                "Hint: pass the folder that the 'file_name' entries of the JSON are relative to.")
-        try:
-            with open(self.annotation_file, "rb") as f:
-                data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{self.annotation_file}: not valid JSON ({e}).") from e
-        self._lock = threading.Lock()
-        self.stats = {
-            "images": 0, "annotations": 0, "boxes_kept": 0, "boxes_clipped": 0,
-            "boxes_dropped_degenerate": 0, "boxes_dropped_outside": 0, "crowd": 0,
-            "images_without_objects": 0, "bad_images_skipped": 0, "bad_images_at_read": 0,
-        }
-        self._parse(data)
-        if self.skip_bad_images:
-            self._drop_bad_images()
-        self.stats["images"] = len(self._images)
-        self.stats["images_without_objects"] = sum(
-            int((~c).sum() == 0) if self.drop_crowd else int(len(c) == 0) for c in self._crowd)
+    kept = set(self.image_ids)
+    anns = []
+    for k, a in enumerate(self._data.get("annotations", [])):
+      if a["image_id"] not in kept:
+        continue
+      a = dict(a)
+      a.setdefault("iscrowd", 0)
+      a["iscrowd"] = int(a["iscrowd"])
+      a.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
+      a.setdefault("id", k + 1)
+      anns.append(a)
+    dataset = {"images": [dict(im) for im in self._images], "annotations": anns,
+               "categories": [dict(c) for c in self._data["categories"]]}
+    for key in ("info", "licenses"):
+      if key in self._data:
+        dataset[key] = self._data[key]
+    gt = COCO()
+    gt.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+      gt.createIndex()
+    return gt
 
-    # ------------------------------------------------------------------ parsing / validation
-    def _err(self, what: str) -> ValueError:
-        return ValueError(f"Malformed COCO annotation file '{self.annotation_file}': {what}")
-
-    def _parse(self, data) -> None:
-        if not isinstance(data, dict):
-            raise self._err("top level must be a JSON object with 'images', 'annotations', 'categories'.")
-        for key in ("images", "categories"):
-            if not isinstance(data.get(key), list):
-                raise self._err(f"missing or non-list top-level field '{key}'.")
-        anns = data.get("annotations", [])
-        if not isinstance(anns, list):
-            raise self._err("top-level field 'annotations' must be a list.")
-
-        cats = {}
-        for k, c in enumerate(data["categories"]):
-            if not isinstance(c, dict) or not _is_int(c.get("id")):
-                raise self._err(f"category #{k}: field 'id' must be an integer, got {c!r}.")
-            if c["id"] in cats:
-                raise self._err(f"category id={c['id']}: duplicate id.")
-            cats[c["id"]] = str(c.get("name", c["id"]))
-        if not cats:
-            raise self._err("'categories' is empty; at least one category is needed.")
-        self.category_ids = sorted(cats)
-        self.class_names = [cats[i] for i in self.category_ids]
-        self.num_classes = len(self.category_ids)
-        cat_to_class = {cid: k for k, cid in enumerate(self.category_ids)}
-
-        images, index_of = [], {}
-        for k, im in enumerate(data["images"]):
-            iid = im.get("id") if isinstance(im, dict) else None
-            if not _is_int(iid):
-                raise self._err(f"image #{k}: field 'id' must be an integer, got {im!r}.")
-            for field in ("width", "height"):
-                if not _is_number(im.get(field)) or im[field] <= 0:
-                    raise self._err(f"image id={iid}: field '{field}' must be a positive number, "
-                                    f"got {im.get(field)!r}.")
-            if not isinstance(im.get("file_name"), str) or not im["file_name"]:
-                raise self._err(f"image id={iid}: field 'file_name' must be a non-empty string.")
-            if iid in index_of:
-                raise self._err(f"image id={iid}: duplicate image id.")
-            index_of[iid] = len(images)
-            images.append(im)
-
-        per_image = [[] for _ in images]
-        for k, a in enumerate(anns):
-            if not isinstance(a, dict):
-                raise self._err(f"annotation #{k}: must be an object, got {a!r}.")
-            aid = a.get("id", f"#{k}")
-            iid = a.get("image_id")
-            where = f"annotation id={aid} (image id={iid})"
-            if not _is_int(iid) or iid not in index_of:
-                raise self._err(f"{where}: field 'image_id' does not name an image of 'images'.")
-            if a.get("category_id") not in cat_to_class:
-                raise self._err(f"{where}: field 'category_id'={a.get('category_id')!r} is not in "
-                                f"'categories' (ids {self.category_ids[:10]}...).")
-            bbox = a.get("bbox")
-            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(map(_is_number, bbox)):
-                raise self._err(f"{where}: field 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}.")
-            crowd = a.get("iscrowd", 0)
-            if crowd not in (0, 1, True, False):
-                raise self._err(f"{where}: field 'iscrowd' must be 0 or 1, got {crowd!r}.")
-            per_image[index_of[iid]].append((bbox, cat_to_class[a["category_id"]], bool(crowd)))
-
-        self._data = data
-        self._images = images
-        self._boxes, self._classes, self._crowd = [], [], []
-        st = self.stats
-        st["annotations"] = len(anns)
-        for im, objs in zip(images, per_image):
-            w_img, h_img = float(im["width"]), float(im["height"])
-            boxes, classes, crowd = [], [], []
-            for (x, y, w, h), c, is_crowd in objs:
-                st["crowd"] += int(is_crowd)
-                if w < self.min_box_size or h < self.min_box_size:
-                    st["boxes_dropped_degenerate"] += 1
-                    continue
-                x1, y1, x2, y2 = x, y, x + w, y + h
-                cx1, cy1 = min(max(x1, 0.0), w_img), min(max(y1, 0.0), h_img)
-                cx2, cy2 = min(max(x2, 0.0), w_img), min(max(y2, 0.0), h_img)
-                if cx2 - cx1 < self.min_box_size or cy2 - cy1 < self.min_box_size:
-                    st["boxes_dropped_outside"] += 1
-                    continue
-                if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
-                    st["boxes_clipped"] += 1
-                boxes.append((cx1, cy1, cx2, cy2))
-                classes.append(c)
-                crowd.append(is_crowd)
-                st["boxes_kept"] += 1
-            self._boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
-            self._classes.append(np.asarray(classes, np.int32))
-            self._crowd.append(np.asarray(crowd, bool))
-
-    def _check_image(self, k: int) -> str | None:
-        im = self._images[k]
-        path = self.image_dir / im["file_name"]
-        try:
-            with Image.open(path) as img:
-                size = img.size
-                img.verify()
-        except Exception as e:  # noqa: BLE001 - any failure means "unreadable"
-            return f"{path}: {type(e).__name__}: {e}"
-        if size != (int(im["width"]), int(im["height"])):
-            return f"{path}: size {size[0]}x{size[1]} but annotated {im['width']}x{im['height']}"
-        return None
-
-    def _drop_bad_images(self) -> None:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            problems = list(pool.map(self._check_image, range(len(self._images))))
-        bad = [k for k, p in enumerate(problems) if p is not None]
-        if not bad:
-            return
-        keep = [k for k, p in enumerate(problems) if p is None]
-        self._images = [self._images[k] for k in keep]
-        self._boxes = [self._boxes[k] for k in keep]
-        self._classes = [self._classes[k] for k in keep]
-        self._crowd = [self._crowd[k] for k in keep]
-        self.stats["bad_images_skipped"] = len(bad)
-        print(f"CocoJsonSource({self.annotation_file.name}): skipped {len(bad)} unreadable image(s) "
-              f"of {len(problems)}; first: {problems[bad[0]]}")
-
-    # ------------------------------------------------------------------ DetectionSource API
-    def __len__(self) -> int:
-        return len(self._images)
-
-    @property
-    def image_ids(self) -> list[int]:
-        return [int(im["id"]) for im in self._images]
-
-    def image_path(self, index: int) -> Path:
-        return self.image_dir / self._images[index]["file_name"]
-
-    def annotation(self, index: int) -> DetectionExample:
-        """Example ``index`` without decoding the image (all objects, crowd flagged)."""
-        im = self._images[index]
-        return DetectionExample(
-            image=None, boxes=self._boxes[index], classes=self._classes[index], image_id=im["id"],
-            file_name=im["file_name"], is_crowd=self._crowd[index],
-            height=int(im["height"]), width=int(im["width"]))
-
-    def __getitem__(self, index: int) -> DetectionExample:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        ann = self.annotation(index)
-        path = self.image_path(index)
-        try:
-            image = read_rgb(path)
-            if image.shape[:2] != (ann.height, ann.width):
-                raise ValueError(f"decoded size {image.shape[1]}x{image.shape[0]} differs from the "
-                                 f"annotated size {ann.width}x{ann.height}")
-        except Exception as e:  # noqa: BLE001
-            msg = (f"Cannot read image '{path}' (image id={ann.image_id} of '{self.annotation_file}'): "
-                   f"{type(e).__name__}: {e}")
-            if not self.skip_bad_images:
-                raise OSError(msg + ". Hint: fix or remove the file, or pass skip_bad_images=True.") from e
-            with self._lock:
-                self.stats["bad_images_at_read"] += 1
-            warnings.warn(msg + "; using a black image without objects instead.", RuntimeWarning)
-            image = np.zeros((ann.height, ann.width, 3), np.uint8)
-            ann = DetectionExample(None, np.zeros((0, 4)), np.zeros((0,)), ann.image_id, ann.file_name,
-                                   height=ann.height, width=ann.width)
-        ex = DetectionExample(image=image, boxes=ann.boxes, classes=ann.classes, image_id=ann.image_id,
-                              file_name=ann.file_name, is_crowd=ann.is_crowd)
-        return ex.without_crowd() if self.drop_crowd else ex
-
-    # ------------------------------------------------------------------ evaluation ground truth
-    @functools.cached_property
-    def coco(self):
-        """pycocotools ``COCO`` ground truth of the kept images, built once, silently.
-
-        Uses the original annotations (unclipped, crowd included); missing ``area`` / ``iscrowd`` /
-        ``id`` fields are filled (``w*h``, 0, running number) so that ``COCOeval`` works.
-        """
-        from pycocotools.coco import COCO
-
-        kept = set(self.image_ids)
-        anns = []
-        for k, a in enumerate(self._data.get("annotations", [])):
-            if a["image_id"] not in kept:
-                continue
-            a = dict(a)
-            a.setdefault("iscrowd", 0)
-            a["iscrowd"] = int(a["iscrowd"])
-            a.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
-            a.setdefault("id", k + 1)
-            anns.append(a)
-        dataset = {"images": [dict(im) for im in self._images], "annotations": anns,
-                   "categories": [dict(c) for c in self._data["categories"]]}
-        for key in ("info", "licenses"):
-            if key in self._data:
-                dataset[key] = self._data[key]
-        gt = COCO()
-        gt.dataset = dataset
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt.createIndex()
-        return gt
-
-    def __repr__(self) -> str:
-        return (f"CocoJsonSource('{self.annotation_file}', images={len(self)}, "
-                f"classes={self.num_classes}, stats={self.stats})")
+  def __repr__(self) -> str:
+    return (f"CocoJsonSource('{self.annotation_file}', images={len(self)}, "
+            f"classes={self.num_classes}, stats={self.stats})")

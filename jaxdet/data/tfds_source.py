@@ -36,148 +36,148 @@ _INSTALL = "tensorflow_datasets is not installed; TFDS sources need it: pip inst
 
 
 def _family(dataset_name: str) -> str:
-    base = dataset_name.split("/")[0].split(":")[0]
-    if base not in SUPPORTED:
-        raise ValueError(f"dataset_name '{dataset_name}' is not a supported TFDS detection dataset; "
-                         f"use one of {SUPPORTED} (e.g. 'coco/2017', 'voc/2007', 'wider_face').")
-    return base
+  base = dataset_name.split("/")[0].split(":")[0]
+  if base not in SUPPORTED:
+    raise ValueError(f"dataset_name '{dataset_name}' is not a supported TFDS detection dataset; "
+                     f"use one of {SUPPORTED} (e.g. 'coco/2017', 'voc/2007', 'wider_face').")
+  return base
 
 
 def _text(v) -> str:
-    if isinstance(v, np.ndarray):
-        v = v.item()
-    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+  if isinstance(v, np.ndarray):
+    v = v.item()
+  return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
 def example_from_tfds(features: dict, dataset_name: str, *, index: int | None = None,
                       with_image: bool = True) -> DetectionExample:
-    """Maps one TFDS feature dict to a ``DetectionExample`` (all objects; crowd / difficult flagged).
+  """Maps one TFDS feature dict to a ``DetectionExample`` (all objects; crowd / difficult flagged).
 
-    ``with_image=False`` builds an annotation-only record: ``features['image']`` may then be raw
-    bytes (``tfds.decode.SkipDecoding``) and ``height`` / ``width`` are read from the image header.
-    """
-    family = _family(dataset_name)
-    filename = _text(features.get("image/filename", ""))
-    image = features["image"]
-    if with_image:
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = image[..., None]
-        if image.ndim != 3 or image.shape[-1] not in (1, 3) or image.dtype != np.uint8:
-            raise ValueError(f"{dataset_name} record {index} ({filename}): 'image' must be uint8 "
-                             f"[H, W, 3 or 1], got {image.dtype} {image.shape}")
-        if image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        h, w = image.shape[:2]
-    else:
-        h, w = _image_hw(image)
-        image = None
-    objects = features["faces"] if family == "wider_face" else features["objects"]
-    bbox = np.asarray(objects["bbox"], np.float32).reshape(-1, 4)
-    n = len(bbox)
-    if family == "wider_face":
-        labels = np.zeros((n,), np.int32)
-        crowd = np.zeros((n,), bool)
-        valid = ~np.asarray(objects.get("invalid", np.zeros((n,), bool)), bool).reshape(-1)
-    else:
-        labels = np.asarray(objects["label"], np.int32).reshape(-1)
-        key = "is_crowd" if family == "coco" else "is_difficult"
-        crowd = np.asarray(objects.get(key, np.zeros((n,), bool)), bool).reshape(-1)
-        valid = np.ones((n,), bool)
-    if not (len(labels) == len(crowd) == len(valid) == n):
-        raise ValueError(f"{dataset_name} record {index} ({filename}): object fields have different lengths")
-    boxes = np.stack([bbox[:, 1] * w, bbox[:, 0] * h, bbox[:, 3] * w, bbox[:, 2] * h], axis=1)
-    if "image/id" in features:
-        image_id = int(np.asarray(features["image/id"]).item())
-    elif index is not None:
-        image_id = int(index)
-    else:
-        image_id = zlib.crc32(filename.encode("utf-8")) & 0x7FFFFFFF
-    return DetectionExample(image=image, boxes=boxes[valid], classes=labels[valid], image_id=image_id,
-                            file_name=filename, is_crowd=crowd[valid], height=h, width=w)
+  ``with_image=False`` builds an annotation-only record: ``features['image']`` may then be raw
+  bytes (``tfds.decode.SkipDecoding``) and ``height`` / ``width`` are read from the image header.
+  """
+  family = _family(dataset_name)
+  filename = _text(features.get("image/filename", ""))
+  image = features["image"]
+  if with_image:
+    image = np.asarray(image)
+    if image.ndim == 2:
+      image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3) or image.dtype != np.uint8:
+      raise ValueError(f"{dataset_name} record {index} ({filename}): 'image' must be uint8 "
+                       f"[H, W, 3 or 1], got {image.dtype} {image.shape}")
+    if image.shape[-1] == 1:
+      image = np.repeat(image, 3, axis=-1)
+    h, w = image.shape[:2]
+  else:
+    h, w = _image_hw(image)
+    image = None
+  objects = features["faces"] if family == "wider_face" else features["objects"]
+  bbox = np.asarray(objects["bbox"], np.float32).reshape(-1, 4)
+  n = len(bbox)
+  if family == "wider_face":
+    labels = np.zeros((n,), np.int32)
+    crowd = np.zeros((n,), bool)
+    valid = ~np.asarray(objects.get("invalid", np.zeros((n,), bool)), bool).reshape(-1)
+  else:
+    labels = np.asarray(objects["label"], np.int32).reshape(-1)
+    key = "is_crowd" if family == "coco" else "is_difficult"
+    crowd = np.asarray(objects.get(key, np.zeros((n,), bool)), bool).reshape(-1)
+    valid = np.ones((n,), bool)
+  if not (len(labels) == len(crowd) == len(valid) == n):
+    raise ValueError(f"{dataset_name} record {index} ({filename}): object fields have different lengths")
+  boxes = np.stack([bbox[:, 1] * w, bbox[:, 0] * h, bbox[:, 3] * w, bbox[:, 2] * h], axis=1)
+  if "image/id" in features:
+    image_id = int(np.asarray(features["image/id"]).item())
+  elif index is not None:
+    image_id = int(index)
+  else:
+    image_id = zlib.crc32(filename.encode("utf-8")) & 0x7FFFFFFF
+  return DetectionExample(image=image, boxes=boxes[valid], classes=labels[valid], image_id=image_id,
+                          file_name=filename, is_crowd=crowd[valid], height=h, width=w)
 
 
 def _image_hw(image) -> tuple[int, int]:
-    if isinstance(image, np.ndarray) and image.dtype != object and image.ndim >= 2:
-        return int(image.shape[0]), int(image.shape[1])
-    import io
+  if isinstance(image, np.ndarray) and image.dtype != object and image.ndim >= 2:
+    return int(image.shape[0]), int(image.shape[1])
+  import io
 
-    from PIL import Image
+  from PIL import Image
 
-    data = image.item() if isinstance(image, np.ndarray) else image
-    with Image.open(io.BytesIO(data)) as img:
-        return int(img.height), int(img.width)
+  data = image.item() if isinstance(image, np.ndarray) else image
+  with Image.open(io.BytesIO(data)) as img:
+    return int(img.height), int(img.width)
 
 
 def _import_tfds():
-    try:
-        import tensorflow_datasets as tfds  # noqa: PLC0415
-    except ImportError as e:
-        raise ImportError(_INSTALL) from e
-    return tfds
+  try:
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+  except ImportError as e:
+    raise ImportError(_INSTALL) from e
+  return tfds
 
 
 class TfdsSource:
-    """A prepared TFDS detection split as a ``DetectionSource``.
+  """A prepared TFDS detection split as a ``DetectionSource``.
 
-    Args:
-      name: 'coco/2017', 'voc/2007', 'voc/2012', 'wider_face' (a version suffix is fine).
-      split: TFDS split, e.g. 'train', 'validation', 'test', 'train[:1000]'.
-      data_dir: TFDS data dir (default: TFDS' own, ``~/tensorflow_datasets``).
-      drop_crowd: drop crowd (coco) / difficult (voc) objects from training examples.
-    """
+  Args:
+    name: 'coco/2017', 'voc/2007', 'voc/2012', 'wider_face' (a version suffix is fine).
+    split: TFDS split, e.g. 'train', 'validation', 'test', 'train[:1000]'.
+    data_dir: TFDS data dir (default: TFDS' own, ``~/tensorflow_datasets``).
+    drop_crowd: drop crowd (coco) / difficult (voc) objects from training examples.
+  """
 
-    def __init__(self, name: str, split: str, data_dir=None, *, drop_crowd: bool = True):
-        self.family = _family(name)
-        self.name, self.split, self.data_dir, self.drop_crowd = name, split, data_dir, bool(drop_crowd)
-        tfds = _import_tfds()
-        self._tfds = tfds
-        builder = tfds.builder(name, data_dir=data_dir)
-        self._builder = builder
-        prepare = (f"tfds build {name} --data_dir={data_dir or '~/tensorflow_datasets'} "
-                   "--file_format=array_record")
-        if not builder.is_prepared():
-            raise FileNotFoundError(f"TFDS dataset '{name}' is not prepared in "
-                                    f"'{data_dir or 'the default TFDS data_dir'}'. Prepare it with: {prepare}")
-        try:
-            self._ds = builder.as_data_source(split)
-        except NotImplementedError as e:
-            raise ValueError(f"TFDS dataset '{name}' is prepared, but not as ArrayRecord (needed for random "
-                             f"access). Rebuild it with: {prepare}") from e
-        if self.family == "wider_face":
-            self.class_names = ["face"]
-        else:
-            self.class_names = list(builder.info.features["objects"]["label"].names)
-        self.num_classes = len(self.class_names)
-        if self.family == "coco":
-            if self.num_classes != 80:
-                raise ValueError(f"{name}: expected the 80 COCO detection classes, got {self.num_classes}")
-            self.category_ids = list(COCO_CATEGORY_IDS)
-        else:
-            self.category_ids = list(range(1, self.num_classes + 1))
-        self._ann_ds = None
-        self._image_ids = None
+  def __init__(self, name: str, split: str, data_dir=None, *, drop_crowd: bool = True):
+    self.family = _family(name)
+    self.name, self.split, self.data_dir, self.drop_crowd = name, split, data_dir, bool(drop_crowd)
+    tfds = _import_tfds()
+    self._tfds = tfds
+    builder = tfds.builder(name, data_dir=data_dir)
+    self._builder = builder
+    prepare = (f"tfds build {name} --data_dir={data_dir or '~/tensorflow_datasets'} "
+               "--file_format=array_record")
+    if not builder.is_prepared():
+      raise FileNotFoundError(f"TFDS dataset '{name}' is not prepared in "
+                              f"'{data_dir or 'the default TFDS data_dir'}'. Prepare it with: {prepare}")
+    try:
+      self._ds = builder.as_data_source(split)
+    except NotImplementedError as e:
+      raise ValueError(f"TFDS dataset '{name}' is prepared, but not as ArrayRecord (needed for random "
+                       f"access). Rebuild it with: {prepare}") from e
+    if self.family == "wider_face":
+      self.class_names = ["face"]
+    else:
+      self.class_names = list(builder.info.features["objects"]["label"].names)
+    self.num_classes = len(self.class_names)
+    if self.family == "coco":
+      if self.num_classes != 80:
+        raise ValueError(f"{name}: expected the 80 COCO detection classes, got {self.num_classes}")
+      self.category_ids = list(COCO_CATEGORY_IDS)
+    else:
+      self.category_ids = list(range(1, self.num_classes + 1))
+    self._ann_ds = None
+    self._image_ids = None
 
-    def __len__(self) -> int:
-        return len(self._ds)
+  def __len__(self) -> int:
+    return len(self._ds)
 
-    def __getitem__(self, index: int) -> DetectionExample:
-        ex = example_from_tfds(self._ds[index], self.name, index=index)
-        return ex.without_crowd() if self.drop_crowd else ex
+  def __getitem__(self, index: int) -> DetectionExample:
+    ex = example_from_tfds(self._ds[index], self.name, index=index)
+    return ex.without_crowd() if self.drop_crowd else ex
 
-    def annotation(self, index: int) -> DetectionExample:
-        """Record ``index`` without decoding its image (all objects, crowd / difficult flagged)."""
-        if self._ann_ds is None:
-            self._ann_ds = self._builder.as_data_source(
-                self.split, decoders={"image": self._tfds.decode.SkipDecoding()})
-        return example_from_tfds(self._ann_ds[index], self.name, index=index, with_image=False)
+  def annotation(self, index: int) -> DetectionExample:
+    """Record ``index`` without decoding its image (all objects, crowd / difficult flagged)."""
+    if self._ann_ds is None:
+      self._ann_ds = self._builder.as_data_source(
+          self.split, decoders={"image": self._tfds.decode.SkipDecoding()})
+    return example_from_tfds(self._ann_ds[index], self.name, index=index, with_image=False)
 
-    @property
-    def image_ids(self) -> list[int]:
-        """Image ids of all records (one annotation pass over the split the first time)."""
-        if self._image_ids is None:
-            self._image_ids = [self.annotation(i).image_id for i in range(len(self))]
-        return self._image_ids
+  @property
+  def image_ids(self) -> list[int]:
+    """Image ids of all records (one annotation pass over the split the first time)."""
+    if self._image_ids is None:
+      self._image_ids = [self.annotation(i).image_id for i in range(len(self))]
+    return self._image_ids
 
-    def __repr__(self) -> str:
-        return f"TfdsSource('{self.name}', '{self.split}', images={len(self)}, classes={self.num_classes})"
+  def __repr__(self) -> str:
+    return f"TfdsSource('{self.name}', '{self.split}', images={len(self)}, classes={self.num_classes})"

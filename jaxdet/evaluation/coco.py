@@ -22,118 +22,118 @@ METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def detections_to_coco(image_ids, boxes, scores, classes, num_valid, category_ids) -> list[dict]:
-    """Padded detections -> COCO result dicts.
+  """Padded detections -> COCO result dicts.
 
-    Args:
-      image_ids: ``[n]`` dataset image ids; rows with a negative id (eval padding) are skipped.
-      boxes: ``[n, D, 4]`` xyxy in original image pixels.
-      scores: ``[n, D]``.
-      classes: ``[n, D]`` contiguous class indices ``0..C-1``.
-      num_valid: ``[n]`` number of valid detections per image (the first ``num_valid[i]`` rows).
-      category_ids: contiguous class -> dataset category id (``source.category_ids``).
-    Returns:
-      ``[{'image_id', 'category_id', 'bbox': [x, y, w, h], 'score'}, ...]`` with Python scalars.
-    """
-    image_ids = np.asarray(image_ids).reshape(-1)
-    boxes = np.asarray(boxes, np.float64)
-    scores = np.asarray(scores, np.float64)
-    classes = np.asarray(classes)
-    num_valid = np.asarray(num_valid).reshape(-1)
-    cat = np.asarray(category_ids)
-    n = len(image_ids)
-    if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4:
-        raise ValueError(f"boxes must be [n={n}, D, 4], got {boxes.shape}")
-    if scores.shape != boxes.shape[:2] or classes.shape != boxes.shape[:2] or num_valid.shape != (n,):
-        raise ValueError(f"scores / classes must be [n, D] = {boxes.shape[:2]} and num_valid [n], got "
-                         f"{scores.shape}, {classes.shape}, {num_valid.shape}")
-    results = []
-    for i in range(n):
-        if image_ids[i] < 0:
-            continue
-        k = int(min(max(num_valid[i], 0), boxes.shape[1]))
-        if k == 0:
-            continue
-        c = classes[i, :k].astype(np.int64)
-        if c.min() < 0 or c.max() >= len(cat):
-            raise ValueError(f"classes of image id={int(image_ids[i])} must lie in [0, {len(cat)}) "
-                             f"(len(category_ids)), got {c.min()}..{c.max()}")
-        b = boxes[i, :k]
-        xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
-        for j in range(k):
-            results.append({"image_id": int(image_ids[i]), "category_id": int(cat[c[j]]),
-                            "bbox": [float(v) for v in xywh[j]], "score": float(scores[i, j])})
-    return results
+  Args:
+    image_ids: ``[n]`` dataset image ids; rows with a negative id (eval padding) are skipped.
+    boxes: ``[n, D, 4]`` xyxy in original image pixels.
+    scores: ``[n, D]``.
+    classes: ``[n, D]`` contiguous class indices ``0..C-1``.
+    num_valid: ``[n]`` number of valid detections per image (the first ``num_valid[i]`` rows).
+    category_ids: contiguous class -> dataset category id (``source.category_ids``).
+  Returns:
+    ``[{'image_id', 'category_id', 'bbox': [x, y, w, h], 'score'}, ...]`` with Python scalars.
+  """
+  image_ids = np.asarray(image_ids).reshape(-1)
+  boxes = np.asarray(boxes, np.float64)
+  scores = np.asarray(scores, np.float64)
+  classes = np.asarray(classes)
+  num_valid = np.asarray(num_valid).reshape(-1)
+  cat = np.asarray(category_ids)
+  n = len(image_ids)
+  if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4:
+    raise ValueError(f"boxes must be [n={n}, D, 4], got {boxes.shape}")
+  if scores.shape != boxes.shape[:2] or classes.shape != boxes.shape[:2] or num_valid.shape != (n,):
+    raise ValueError(f"scores / classes must be [n, D] = {boxes.shape[:2]} and num_valid [n], got "
+                     f"{scores.shape}, {classes.shape}, {num_valid.shape}")
+  results = []
+  for i in range(n):
+    if image_ids[i] < 0:
+      continue
+    k = int(min(max(num_valid[i], 0), boxes.shape[1]))
+    if k == 0:
+      continue
+    c = classes[i, :k].astype(np.int64)
+    if c.min() < 0 or c.max() >= len(cat):
+      raise ValueError(f"classes of image id={int(image_ids[i])} must lie in [0, {len(cat)}) "
+                       f"(len(category_ids)), got {c.min()}..{c.max()}")
+    b = boxes[i, :k]
+    xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+    for j in range(k):
+      results.append({"image_id": int(image_ids[i]), "category_id": int(cat[c[j]]),
+                      "bbox": [float(v) for v in xywh[j]], "score": float(scores[i, j])})
+  return results
 
 
 def evaluate_coco(coco_gt, results: Sequence[dict], *, result_file=None, image_ids=None,
                   max_images: int = 0, print_summary: bool = False) -> dict[str, float]:
-    """Runs COCOeval (bbox) and returns ``{'AP','AP50','AP75','APs','APm','APl'}`` in [0, 1].
+  """Runs COCOeval (bbox) and returns ``{'AP','AP50','AP75','APs','APm','APl'}`` in [0, 1].
 
-    Args:
-      coco_gt: pycocotools ``COCO`` ground truth (``source.coco`` or ``coco_from_source``).
-      results: COCO result dicts (``detections_to_coco``).
-      result_file: if given, the results are also written there as JSON.
-      image_ids: evaluate only these images (default: every image of ``coco_gt``).
-      max_images: if > 0, evaluate only the first ``max_images`` of those images (ground-truth
-        order), e.g. for a quick evaluation on part of the split; 0 = all.
-      print_summary: print pycocotools' 12-line summary (otherwise its output is swallowed).
-    Empty results give 0.0 everywhere. A metric that is undefined because the ground truth has no
-    object in that size range (pycocotools' -1) is returned as NaN.
-    """
-    from pycocotools.cocoeval import COCOeval
+  Args:
+    coco_gt: pycocotools ``COCO`` ground truth (``source.coco`` or ``coco_from_source``).
+    results: COCO result dicts (``detections_to_coco``).
+    result_file: if given, the results are also written there as JSON.
+    image_ids: evaluate only these images (default: every image of ``coco_gt``).
+    max_images: if > 0, evaluate only the first ``max_images`` of those images (ground-truth
+      order), e.g. for a quick evaluation on part of the split; 0 = all.
+    print_summary: print pycocotools' 12-line summary (otherwise its output is swallowed).
+  Empty results give 0.0 everywhere. A metric that is undefined because the ground truth has no
+  object in that size range (pycocotools' -1) is returned as NaN.
+  """
+  from pycocotools.cocoeval import COCOeval
 
-    results = list(results)
-    if result_file is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(result_file)), exist_ok=True)
-        with open(result_file, "w") as f:
-            json.dump(results, f)
-    gt_ids = set(coco_gt.getImgIds())
-    unknown = sorted({int(r["image_id"]) for r in results} - gt_ids)
-    if unknown:
-        raise ValueError(f"{len(unknown)} result image ids are not in the ground truth (first: {unknown[:5]}); "
-                         "pass detections of the images of this dataset only.")
-    if not results:
-        return {k: 0.0 for k in METRIC_NAMES}
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys in place
-        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        if image_ids is None and max_images > 0:
-            image_ids = [int(im["id"]) for im in coco_gt.dataset["images"]]
-        if image_ids is not None:
-            image_ids = [int(i) for i in image_ids]
-            ev.params.imgIds = sorted(image_ids[:max_images] if max_images > 0 else image_ids)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    if print_summary:
-        print("\n".join(line for line in buf.getvalue().splitlines() if line.startswith(" Average")))
-    return {k: (float(v) if v >= 0 else math.nan) for k, v in zip(METRIC_NAMES, ev.stats[:6])}
+  results = list(results)
+  if result_file is not None:
+    os.makedirs(os.path.dirname(os.path.abspath(result_file)), exist_ok=True)
+    with open(result_file, "w") as f:
+      json.dump(results, f)
+  gt_ids = set(coco_gt.getImgIds())
+  unknown = sorted({int(r["image_id"]) for r in results} - gt_ids)
+  if unknown:
+    raise ValueError(f"{len(unknown)} result image ids are not in the ground truth (first: {unknown[:5]}); "
+                     "pass detections of the images of this dataset only.")
+  if not results:
+    return {k: 0.0 for k in METRIC_NAMES}
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys in place
+    ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    if image_ids is None and max_images > 0:
+      image_ids = [int(im["id"]) for im in coco_gt.dataset["images"]]
+    if image_ids is not None:
+      image_ids = [int(i) for i in image_ids]
+      ev.params.imgIds = sorted(image_ids[:max_images] if max_images > 0 else image_ids)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+  if print_summary:
+    print("\n".join(line for line in buf.getvalue().splitlines() if line.startswith(" Average")))
+  return {k: (float(v) if v >= 0 else math.nan) for k, v in zip(METRIC_NAMES, ev.stats[:6])}
 
 
 def coco_from_source(source):
-    """An in-memory pycocotools ``COCO`` ground truth for any ``DetectionSource``.
+  """An in-memory pycocotools ``COCO`` ground truth for any ``DetectionSource``.
 
-    Uses ``source.annotation(i)`` when the source has it (no image decoding; all objects, crowd /
-    difficult flagged ``iscrowd=1``), else ``source[i]``. Boxes become ``xywh``, ``area = w*h``,
-    categories the source's ``category_ids`` / ``class_names``.
-    """
-    from pycocotools.coco import COCO
+  Uses ``source.annotation(i)`` when the source has it (no image decoding; all objects, crowd /
+  difficult flagged ``iscrowd=1``), else ``source[i]``. Boxes become ``xywh``, ``area = w*h``,
+  categories the source's ``category_ids`` / ``class_names``.
+  """
+  from pycocotools.coco import COCO
 
-    get = getattr(source, "annotation", None) or source.__getitem__
-    images, anns = [], []
-    cat_ids = [int(c) for c in source.category_ids]
-    for i in range(len(source)):
-        ex = get(i)
-        images.append({"id": int(ex.image_id), "width": int(ex.width), "height": int(ex.height),
-                       "file_name": ex.file_name or str(ex.image_id)})
-        for b, c, crowd in zip(ex.boxes.astype(np.float64), ex.classes, ex.is_crowd):
-            w, h = float(b[2] - b[0]), float(b[3] - b[1])
-            anns.append({"id": len(anns) + 1, "image_id": int(ex.image_id), "category_id": cat_ids[int(c)],
-                         "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": int(crowd)})
-    cats = [{"id": cid, "name": str(name)} for cid, name in zip(cat_ids, source.class_names)]
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns, "categories": cats}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-    return gt
+  get = getattr(source, "annotation", None) or source.__getitem__
+  images, anns = [], []
+  cat_ids = [int(c) for c in source.category_ids]
+  for i in range(len(source)):
+    ex = get(i)
+    images.append({"id": int(ex.image_id), "width": int(ex.width), "height": int(ex.height),
+                   "file_name": ex.file_name or str(ex.image_id)})
+    for b, c, crowd in zip(ex.boxes.astype(np.float64), ex.classes, ex.is_crowd):
+      w, h = float(b[2] - b[0]), float(b[3] - b[1])
+      anns.append({"id": len(anns) + 1, "image_id": int(ex.image_id), "category_id": cat_ids[int(c)],
+                   "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": int(crowd)})
+  cats = [{"id": cid, "name": str(name)} for cid, name in zip(cat_ids, source.class_names)]
+  gt = COCO()
+  gt.dataset = {"images": images, "annotations": anns, "categories": cats}
+  with contextlib.redirect_stdout(io.StringIO()):
+    gt.createIndex()
+  return gt

@@ -52,118 +52,118 @@ MAX_STAGES = 3
 
 
 def cls_key(stage: int) -> str:
-    """Output key of the class logits of ``stage`` (1 = original anchors)."""
-    return "cls_logits" + _suffix(stage)
+  """Output key of the class logits of ``stage`` (1 = original anchors)."""
+  return "cls_logits" + _suffix(stage)
 
 
 def box_key(stage: int) -> str:
-    """Output key of the box deltas of ``stage`` (1 = original anchors)."""
-    return "box_deltas" + _suffix(stage)
+  """Output key of the box deltas of ``stage`` (1 = original anchors)."""
+  return "box_deltas" + _suffix(stage)
 
 
 def _suffix(stage: int) -> str:
-    if int(stage) != stage or not 1 <= stage <= MAX_STAGES:
-        raise ValueError(f"stage must be an integer in [1, {MAX_STAGES}]; got {stage!r}")
-    return "" if stage == 1 else "_refined" if stage == 2 else f"_refined{stage - 1}"
+  if int(stage) != stage or not 1 <= stage <= MAX_STAGES:
+    raise ValueError(f"stage must be an integer in [1, {MAX_STAGES}]; got {stage!r}")
+  return "" if stage == 1 else "_refined" if stage == 2 else f"_refined{stage - 1}"
 
 
 def check_stages(variant: str, cls_stages: int, reg_stages: int) -> None:
-    """ValueError unless variant / stage counts are a valid combination (see module docstring)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
-    if int(reg_stages) != reg_stages or not 1 <= reg_stages <= MAX_STAGES:
-        raise ValueError(f"reg_stages must be 1, 2 or 3; got {reg_stages!r}")
-    if int(cls_stages) != cls_stages or not 1 <= cls_stages <= min(reg_stages + 1, MAX_STAGES):
-        raise ValueError(f"cls_stages must be an integer in [1, reg_stages + 1] = [1, {min(reg_stages + 1, 3)}] "
-                         f"(a class term at stage s scores anchors refined s-1 times); got {cls_stages!r}")
+  """ValueError unless variant / stage counts are a valid combination (see module docstring)."""
+  if variant not in VARIANTS:
+    raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
+  if int(reg_stages) != reg_stages or not 1 <= reg_stages <= MAX_STAGES:
+    raise ValueError(f"reg_stages must be 1, 2 or 3; got {reg_stages!r}")
+  if int(cls_stages) != cls_stages or not 1 <= cls_stages <= min(reg_stages + 1, MAX_STAGES):
+    raise ValueError(f"cls_stages must be an integer in [1, reg_stages + 1] = [1, {min(reg_stages + 1, 3)}] "
+                     f"(a class term at stage s scores anchors refined s-1 times); got {cls_stages!r}")
 
 
 def _pred_conv(features: int, name: str, dtype: Any, bias: float = 0.0) -> nn.Conv:
-    """3x3 prediction conv with RetinaNet's init: N(0, 0.01) kernel, constant bias."""
-    return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)),
-                   kernel_init=nn.initializers.normal(stddev=0.01),
-                   bias_init=nn.initializers.constant(bias), dtype=dtype,
-                   param_dtype=jnp.float32, name=name)
+  """3x3 prediction conv with RetinaNet's init: N(0, 0.01) kernel, constant bias."""
+  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)),
+                 kernel_init=nn.initializers.normal(stddev=0.01),
+                 bias_init=nn.initializers.constant(bias), dtype=dtype,
+                 param_dtype=jnp.float32, name=name)
 
 
 class _Subnet(nn.Module):
-    """One task subnet of a cascade stage: num_convs x (3x3 conv, [GroupNorm], ReLU) + a 3x3
-    prediction conv to ``num_anchors * per_anchor`` channels, shared over levels.
+  """One task subnet of a cascade stage: num_convs x (3x3 conv, [GroupNorm], ReLU) + a 3x3
+  prediction conv to ``num_anchors * per_anchor`` channels, shared over levels.
 
-    ``__call__(features {level: [B,h,w,F]}, previous=None)`` -> (outputs [B, A, per_anchor]
-    float32, tower features {level: [B,h,w,filters]}); with ``previous`` (gated cascade) the
-    previous stage's tower features are added to the tower output before the prediction.
-    """
+  ``__call__(features {level: [B,h,w,F]}, previous=None)`` -> (outputs [B, A, per_anchor]
+  float32, tower features {level: [B,h,w,filters]}); with ``previous`` (gated cascade) the
+  previous stage's tower features are added to the tower output before the prediction.
+  """
 
-    per_anchor: int
-    num_anchors: int
-    num_convs: int
-    filters: int
-    norm: Optional[str]
-    bias: float = 0.0
-    dtype: Any = jnp.float32
+  per_anchor: int
+  num_anchors: int
+  num_convs: int
+  filters: int
+  norm: Optional[str]
+  bias: float = 0.0
+  dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, features, previous=None):
-        layers = [(_pred_conv(self.filters, f"conv{i}", self.dtype),
-                   GroupNorm(dtype=self.dtype, name=f"norm{i}") if self.norm else None)
-                  for i in range(self.num_convs)]
-        pred = _pred_conv(self.num_anchors * self.per_anchor, "pred", self.dtype, self.bias)
-        feats, outs = {}, []
-        for level in sorted(features):
-            x = features[level].astype(self.dtype)
-            for conv, norm in layers:
-                x = conv(x)
-                if norm is not None:
-                    x = norm(x)
-                x = nn.relu(x)
-            if previous is not None:
-                x = x + previous[level].astype(self.dtype)
-            feats[level] = x
-            outs.append(pred(x).reshape(x.shape[0], -1, self.per_anchor))
-        return jnp.concatenate(outs, axis=1).astype(jnp.float32), feats
+  @nn.compact
+  def __call__(self, features, previous=None):
+    layers = [(_pred_conv(self.filters, f"conv{i}", self.dtype),
+               GroupNorm(dtype=self.dtype, name=f"norm{i}") if self.norm else None)
+              for i in range(self.num_convs)]
+    pred = _pred_conv(self.num_anchors * self.per_anchor, "pred", self.dtype, self.bias)
+    feats, outs = {}, []
+    for level in sorted(features):
+      x = features[level].astype(self.dtype)
+      for conv, norm in layers:
+        x = conv(x)
+        if norm is not None:
+          x = norm(x)
+        x = nn.relu(x)
+      if previous is not None:
+        x = x + previous[level].astype(self.dtype)
+      feats[level] = x
+      outs.append(pred(x).reshape(x.shape[0], -1, self.per_anchor))
+    return jnp.concatenate(outs, axis=1).astype(jnp.float32), feats
 
 
 class ConRetinaNet(RetinaNet):
-    """RetinaNet with the refined-anchor predictions of consistent optimization.
+  """RetinaNet with the refined-anchor predictions of consistent optimization.
 
-    Fields: RetinaNet's, plus ``variant`` in :data:`VARIANTS`, ``cls_stages`` in {1, 2, 3} and
-    ``reg_stages`` in {1, 2, 3} with cls_stages <= reg_stages + 1 (paper: cls 2, reg 2).
-    ``__call__(images, train, return_features=False)`` returns RetinaNet's dict plus the stage
-    outputs described in the module docstring.
-    """
+  Fields: RetinaNet's, plus ``variant`` in :data:`VARIANTS`, ``cls_stages`` in {1, 2, 3} and
+  ``reg_stages`` in {1, 2, 3} with cls_stages <= reg_stages + 1 (paper: cls 2, reg 2).
+  ``__call__(images, train, return_features=False)`` returns RetinaNet's dict plus the stage
+  outputs described in the module docstring.
+  """
 
-    variant: str = "consistent"
-    cls_stages: int = 2
-    reg_stages: int = 2
+  variant: str = "consistent"
+  cls_stages: int = 2
+  reg_stages: int = 2
 
-    @nn.compact
-    def __call__(self, images, train: bool = False, return_features: bool = False):
-        check_stages(self.variant, self.cls_stages, self.reg_stages)
-        base = super().__call__(images, train, return_features=True)
-        result = {"cls_logits": base["cls_logits"], "box_deltas": base["box_deltas"]}
-        k = self.num_anchors
-        if self.variant == "consistent":
-            for s in range(2, self.cls_stages + 1):
-                result[cls_key(s)] = base["cls_logits"]
-            for s in range(2, self.reg_stages + 1):
-                conv = _pred_conv(4 * k, f"box_deltas_stage{s}", self.dtype)
-                result[box_key(s)] = jnp.concatenate(
-                    [conv(f).reshape(f.shape[0], -1, 4) for _, f in sorted(base["box_features"].items())],
-                    axis=1).astype(jnp.float32)
-        else:
-            gated = self.variant == "gated_cascade"
-            prior_bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
-            prev = {"cls": base["cls_features"], "box": base["box_features"]}
-            for s in range(2, max(self.cls_stages, self.reg_stages) + 1):
-                for task, last, per, bias, key in (("cls", self.cls_stages, self.num_classes, prior_bias, cls_key),
-                                                   ("box", self.reg_stages, 4, 0.0, box_key)):
-                    if s > last:
-                        continue
-                    sub = _Subnet(per, k, self.head_convs, self.head_filters, self.head_norm, bias,
-                                  self.dtype, name=f"{task}_subnet_stage{s}")
-                    result[key(s)], prev[task] = sub(base["fpn_features"], prev[task] if gated else None)
-        if return_features:
-            result.update(fpn_features=base["fpn_features"], cls_features=base["cls_features"],
-                          box_features=base["box_features"])
-        return result
+  @nn.compact
+  def __call__(self, images, train: bool = False, return_features: bool = False):
+    check_stages(self.variant, self.cls_stages, self.reg_stages)
+    base = super().__call__(images, train, return_features=True)
+    result = {"cls_logits": base["cls_logits"], "box_deltas": base["box_deltas"]}
+    k = self.num_anchors
+    if self.variant == "consistent":
+      for s in range(2, self.cls_stages + 1):
+        result[cls_key(s)] = base["cls_logits"]
+      for s in range(2, self.reg_stages + 1):
+        conv = _pred_conv(4 * k, f"box_deltas_stage{s}", self.dtype)
+        result[box_key(s)] = jnp.concatenate(
+            [conv(f).reshape(f.shape[0], -1, 4) for _, f in sorted(base["box_features"].items())],
+            axis=1).astype(jnp.float32)
+    else:
+      gated = self.variant == "gated_cascade"
+      prior_bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
+      prev = {"cls": base["cls_features"], "box": base["box_features"]}
+      for s in range(2, max(self.cls_stages, self.reg_stages) + 1):
+        for task, last, per, bias, key in (("cls", self.cls_stages, self.num_classes, prior_bias, cls_key),
+                                           ("box", self.reg_stages, 4, 0.0, box_key)):
+          if s > last:
+            continue
+          sub = _Subnet(per, k, self.head_convs, self.head_filters, self.head_norm, bias,
+                        self.dtype, name=f"{task}_subnet_stage{s}")
+          result[key(s)], prev[task] = sub(base["fpn_features"], prev[task] if gated else None)
+    if return_features:
+      result.update(fpn_features=base["fpn_features"], cls_features=base["cls_features"],
+                    box_features=base["box_features"])
+    return result

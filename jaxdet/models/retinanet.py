@@ -30,149 +30,149 @@ HEAD_NORMS = (None, "group_norm")
 
 
 def feature_shapes(height: int, width: int, min_level: int = 3, max_level: int = 7):
-    """Static ((level, h, w), ...) of the pyramid for an image of (height, width)."""
-    return tuple(
-        (l, -(-height // 2**l), -(-width // 2**l)) for l in range(min_level, max_level + 1)
-    )
+  """Static ((level, h, w), ...) of the pyramid for an image of (height, width)."""
+  return tuple(
+      (l, -(-height // 2**l), -(-width // 2**l)) for l in range(min_level, max_level + 1)
+  )
 
 
 def num_anchors_total(height: int, width: int, num_anchors: int, min_level: int = 3, max_level: int = 7) -> int:
-    """A = sum_l ceil(H/2^l) * ceil(W/2^l) * K."""
-    return sum(h * w * num_anchors for _, h, w in feature_shapes(height, width, min_level, max_level))
+  """A = sum_l ceil(H/2^l) * ceil(W/2^l) * K."""
+  return sum(h * w * num_anchors for _, h, w in feature_shapes(height, width, min_level, max_level))
 
 
 class RetinaNetHead(nn.Module):
-    """Class and box subnets shared over levels.
+  """Class and box subnets shared over levels.
 
-    ``__call__(features: {level: [B, h, w, F]})`` returns a dict:
-      'cls_logits' [B, A, num_classes] float32, 'box_deltas' [B, A, 4] float32,
-      'cls_features' / 'box_features': {level: [B, h, w, filters]} (compute dtype),
-      the last tower activations of each branch (inputs of the final convs).
-    Param names: 'cls_conv{i}', 'cls_norm{i}', 'box_conv{i}', 'box_norm{i}',
-    'cls_logits', 'box_deltas'.
-    """
+  ``__call__(features: {level: [B, h, w, F]})`` returns a dict:
+    'cls_logits' [B, A, num_classes] float32, 'box_deltas' [B, A, 4] float32,
+    'cls_features' / 'box_features': {level: [B, h, w, filters]} (compute dtype),
+    the last tower activations of each branch (inputs of the final convs).
+  Param names: 'cls_conv{i}', 'cls_norm{i}', 'box_conv{i}', 'box_norm{i}',
+  'cls_logits', 'box_deltas'.
+  """
 
-    num_classes: int
-    num_anchors: int
-    num_convs: int = 4
-    filters: int = 256
-    prior_prob: float = 0.01
-    norm: Optional[str] = None
-    dtype: Any = jnp.float32
+  num_classes: int
+  num_anchors: int
+  num_convs: int = 4
+  filters: int = 256
+  prior_prob: float = 0.01
+  norm: Optional[str] = None
+  dtype: Any = jnp.float32
 
-    def _conv(self, features: int, name: str, bias: float = 0.0) -> nn.Conv:
-        return nn.Conv(
-            features,
-            (3, 3),
-            padding=((1, 1), (1, 1)),
-            kernel_init=nn.initializers.normal(stddev=0.01),
-            bias_init=nn.initializers.constant(bias),
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name=name,
-        )
+  def _conv(self, features: int, name: str, bias: float = 0.0) -> nn.Conv:
+    return nn.Conv(
+        features,
+        (3, 3),
+        padding=((1, 1), (1, 1)),
+        kernel_init=nn.initializers.normal(stddev=0.01),
+        bias_init=nn.initializers.constant(bias),
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
 
-    @nn.compact
-    def __call__(self, features):
-        if self.num_classes < 1 or self.num_anchors < 1:
-            raise ValueError(
-                f"num_classes and num_anchors must be >= 1, got {self.num_classes}, {self.num_anchors}"
-            )
-        if not 0.0 < self.prior_prob < 1.0:
-            raise ValueError(f"prior_prob must be in (0, 1), got {self.prior_prob}")
-        if self.norm not in HEAD_NORMS:
-            raise ValueError(f"head norm must be one of {list(HEAD_NORMS)}, got {self.norm!r}")
-        if self.num_convs < 0:
-            raise ValueError(f"num_convs must be >= 0, got {self.num_convs}")
+  @nn.compact
+  def __call__(self, features):
+    if self.num_classes < 1 or self.num_anchors < 1:
+      raise ValueError(
+          f"num_classes and num_anchors must be >= 1, got {self.num_classes}, {self.num_anchors}"
+      )
+    if not 0.0 < self.prior_prob < 1.0:
+      raise ValueError(f"prior_prob must be in (0, 1), got {self.prior_prob}")
+    if self.norm not in HEAD_NORMS:
+      raise ValueError(f"head norm must be one of {list(HEAD_NORMS)}, got {self.norm!r}")
+    if self.num_convs < 0:
+      raise ValueError(f"num_convs must be >= 0, got {self.num_convs}")
 
-        def tower(prefix):
-            layers = []
-            for i in range(self.num_convs):
-                conv = self._conv(self.filters, f"{prefix}_conv{i}")
-                norm = GroupNorm(dtype=self.dtype, name=f"{prefix}_norm{i}") if self.norm else None
-                layers.append((conv, norm))
-            return layers
+    def tower(prefix):
+      layers = []
+      for i in range(self.num_convs):
+        conv = self._conv(self.filters, f"{prefix}_conv{i}")
+        norm = GroupNorm(dtype=self.dtype, name=f"{prefix}_norm{i}") if self.norm else None
+        layers.append((conv, norm))
+      return layers
 
-        def run(layers, x):
-            for conv, norm in layers:
-                x = conv(x)
-                if norm is not None:
-                    x = norm(x)
-                x = nn.relu(x)
-            return x
+    def run(layers, x):
+      for conv, norm in layers:
+        x = conv(x)
+        if norm is not None:
+          x = norm(x)
+        x = nn.relu(x)
+      return x
 
-        cls_tower, box_tower = tower("cls"), tower("box")
-        bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
-        cls_out = self._conv(self.num_anchors * self.num_classes, "cls_logits", bias)
-        box_out = self._conv(self.num_anchors * 4, "box_deltas")
+    cls_tower, box_tower = tower("cls"), tower("box")
+    bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
+    cls_out = self._conv(self.num_anchors * self.num_classes, "cls_logits", bias)
+    box_out = self._conv(self.num_anchors * 4, "box_deltas")
 
-        cls_feats, box_feats, logits, deltas = {}, {}, [], []
-        for level in sorted(features):
-            x = features[level].astype(self.dtype)
-            b = x.shape[0]
-            cls_feats[level] = run(cls_tower, x)
-            box_feats[level] = run(box_tower, x)
-            logits.append(cls_out(cls_feats[level]).reshape(b, -1, self.num_classes))
-            deltas.append(box_out(box_feats[level]).reshape(b, -1, 4))
-        return {
-            "cls_logits": jnp.concatenate(logits, axis=1).astype(jnp.float32),
-            "box_deltas": jnp.concatenate(deltas, axis=1).astype(jnp.float32),
-            "cls_features": cls_feats,
-            "box_features": box_feats,
-        }
+    cls_feats, box_feats, logits, deltas = {}, {}, [], []
+    for level in sorted(features):
+      x = features[level].astype(self.dtype)
+      b = x.shape[0]
+      cls_feats[level] = run(cls_tower, x)
+      box_feats[level] = run(box_tower, x)
+      logits.append(cls_out(cls_feats[level]).reshape(b, -1, self.num_classes))
+      deltas.append(box_out(box_feats[level]).reshape(b, -1, 4))
+    return {
+        "cls_logits": jnp.concatenate(logits, axis=1).astype(jnp.float32),
+        "box_deltas": jnp.concatenate(deltas, axis=1).astype(jnp.float32),
+        "cls_features": cls_feats,
+        "box_features": box_feats,
+    }
 
 
 class RetinaNet(nn.Module):
-    """ResNet-FPN RetinaNet.
+  """ResNet-FPN RetinaNet.
 
-    ``__call__(images [B, H, W, 3] normalised float, train, return_features=False)``
-    returns {'cls_logits': [B, A, C] float32, 'box_deltas': [B, A, 4] float32}
-    with A = ``num_anchors_total(H, W, num_anchors, min_level, max_level)``; with
-    ``return_features=True`` also 'fpn_features', 'cls_features', 'box_features'
-    ({level: [B, h, w, F]}).  The per-level shapes are static and are not in the
-    output (a jitted apply would turn Python ints into arrays): use
-    ``model.feature_shapes(H, W)``.
-    Submodules: 'backbone' (ResNet), 'fpn' (FPN), 'head' (RetinaNetHead).
-    """
+  ``__call__(images [B, H, W, 3] normalised float, train, return_features=False)``
+  returns {'cls_logits': [B, A, C] float32, 'box_deltas': [B, A, 4] float32}
+  with A = ``num_anchors_total(H, W, num_anchors, min_level, max_level)``; with
+  ``return_features=True`` also 'fpn_features', 'cls_features', 'box_features'
+  ({level: [B, h, w, F]}).  The per-level shapes are static and are not in the
+  output (a jitted apply would turn Python ints into arrays): use
+  ``model.feature_shapes(H, W)``.
+  Submodules: 'backbone' (ResNet), 'fpn' (FPN), 'head' (RetinaNetHead).
+  """
 
-    num_classes: int
-    num_anchors: int
-    depth: int = 50
-    width: int = 64
-    norm: str = "frozen_bn"
-    frozen_stages: int = 1
-    min_level: int = 3
-    max_level: int = 7
-    fpn_filters: int = 256
-    head_convs: int = 4
-    head_filters: int = 256
-    head_norm: Optional[str] = None
-    prior_prob: float = 0.01
-    dtype: Any = jnp.float32
+  num_classes: int
+  num_anchors: int
+  depth: int = 50
+  width: int = 64
+  norm: str = "frozen_bn"
+  frozen_stages: int = 1
+  min_level: int = 3
+  max_level: int = 7
+  fpn_filters: int = 256
+  head_convs: int = 4
+  head_filters: int = 256
+  head_norm: Optional[str] = None
+  prior_prob: float = 0.01
+  dtype: Any = jnp.float32
 
-    def feature_shapes(self, height: int, width: int):
-        """((level, h, w), ...) for an input of (height, width); static."""
-        return feature_shapes(height, width, self.min_level, self.max_level)
+  def feature_shapes(self, height: int, width: int):
+    """((level, h, w), ...) for an input of (height, width); static."""
+    return feature_shapes(height, width, self.min_level, self.max_level)
 
-    @nn.compact
-    def __call__(self, images, train: bool = False, return_features: bool = False):
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be [B, H, W, 3] (NHWC), got shape {images.shape}")
-        c = ResNet(self.depth, self.width, self.norm, self.frozen_stages, self.dtype, name="backbone")(
-            images, train
-        )
-        p = FPN(self.min_level, self.max_level, self.fpn_filters, self.dtype, name="fpn")(c)
-        out = RetinaNetHead(
-            self.num_classes,
-            self.num_anchors,
-            self.head_convs,
-            self.head_filters,
-            self.prior_prob,
-            self.head_norm,
-            self.dtype,
-            name="head",
-        )(p)
-        result = {"cls_logits": out["cls_logits"], "box_deltas": out["box_deltas"]}
-        if return_features:
-            result.update(fpn_features=p, cls_features=out["cls_features"], box_features=out["box_features"])
-        return result
+  @nn.compact
+  def __call__(self, images, train: bool = False, return_features: bool = False):
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"images must be [B, H, W, 3] (NHWC), got shape {images.shape}")
+    c = ResNet(self.depth, self.width, self.norm, self.frozen_stages, self.dtype, name="backbone")(
+        images, train
+    )
+    p = FPN(self.min_level, self.max_level, self.fpn_filters, self.dtype, name="fpn")(c)
+    out = RetinaNetHead(
+        self.num_classes,
+        self.num_anchors,
+        self.head_convs,
+        self.head_filters,
+        self.prior_prob,
+        self.head_norm,
+        self.dtype,
+        name="head",
+    )(p)
+    result = {"cls_logits": out["cls_logits"], "box_deltas": out["box_deltas"]}
+    if return_features:
+      result.update(fpn_features=p, cls_features=out["cls_features"], box_features=out["box_features"])
+    return result
