@@ -16,7 +16,7 @@ the lower part of astronaut). Left out on purpose: ``camera`` and the upper part
 
 Each image is ``image_size`` square (default 128) with 1-6 objects whose side is log-uniform in
 ``[10, 56] * image_size / 128`` px (about two thirds are COCO-"small", < 32x32, as in the small
-object experiments of MTGAN, SPEC.md Sec. 4), aspect 0.8-1.25, at most 20% of the smaller box of
+object experiments of MTGAN §4.1), aspect 0.8-1.25, at most 20% of the smaller box of
 any pair occluded. Train and val use disjoint object instances (80%/20% of each pool), the same
 photos. Every face annotation carries ``lfw_index``; ``{split}_faces.json`` holds the faces only
 (a WIDER-FACE-like face split). The build is deterministic for a seed and atomic (temporary

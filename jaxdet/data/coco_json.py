@@ -13,7 +13,8 @@ Box cleaning (training targets only; ``.coco`` keeps the original annotations fo
   entirely outside) it is dropped as *outside*.
 
 Every case is counted in ``.stats``. Images without objects are kept. No paper equation here: this
-feeds the COCO experiments of all five papers (SPEC.md Sec. 1-4).
+feeds the COCO experiments of AP-loss (Chen et al. §4.1.2), consistent optimization (Kong et al.
+§6), ALWA (Yu et al. §4.1) and MTGAN (§4.1).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ Conventions (shared by all of jaxdet, see DESIGN.md "Conventions"):
   category ids in ``category_ids`` (``category_ids[c]`` is the dataset id of contiguous class ``c``).
 
 No paper equation is implemented here; these are the data structures the RetinaNet-family
-training targets (AP-loss Sec. 3 / SPEC.md Sec. 1) are built from.
+training targets (AP-loss, Chen et al. §3.1.1) are built from.
 """
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ imported when a ``TfdsSource`` is made. ``example_from_tfds`` is the pure featur
 COCO labels map back to the official 80 category ids, so results can also be scored against the
 official JSON; other datasets use ``label + 1``. Evaluate with
 ``jaxdet.evaluation.coco.coco_from_source(source)``. Feeds the VOC / COCO / WIDER FACE experiments
-of SPEC.md Sec. 1-4.
+(AP-loss, Chen et al. §4.1.2; consistent optimization, Kong et al. §6; ALWA, Yu et al. §4.1;
+MTGAN §4.1).
 """
 from __future__ import annotations
 

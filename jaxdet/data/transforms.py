@@ -7,9 +7,10 @@ absolute-pixel ``xyxy`` float32 (pixel ``(r, c)`` covers ``[c, c+1) x [r, r+1)``
 Resizing multiplies box coordinates by the returned ``scale``; the output image has
 ``round(h * scale) x round(w * scale)`` pixels, so dividing predicted boxes by ``scale`` maps them
 back to the original image exactly (what COCO evaluation needs) while the pixel content is aligned
-to within half a pixel. The papers' recipes (SPEC.md): short side 500/600/800 test resize
-(``resize_to_fit``), 512x512 training (``resize_to_square`` + ``random_scale_jitter``), horizontal
-flip as the only augmentation of consistent optimization (Sec. 2).
+to within half a pixel. The papers' recipes: test resize to short side 600, or 500 / 800
+(``resize_to_fit``), and 512x512 training (``resize_to_square`` + ``random_scale_jitter``) for
+AP-loss (Chen et al. §4.1.1); short side 500 / 800 with horizontal flip as the only augmentation
+for consistent optimization (Kong et al. §6.1, Table 4).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """COCO box evaluation (pycocotools ``COCOeval``, iouType='bbox').
 
 AP is the mean over IoU thresholds 0.50:0.05:0.95 and over categories of the 101-point
-interpolated precision (the COCO metric all five papers report: AP, AP50, AP75, APs/APm/APl;
-SPEC.md Sec. 1-4). Detections arrive as padded arrays (static shapes from the jitted NMS) in
+interpolated precision (AP, AP50, AP75, APs/APm/APl as reported by AP-loss, Chen et al. §4.1.2;
+consistent optimization, Kong et al. §6; ALWA, Yu et al. §4.1; MTGAN §4.1). Detections arrive as padded arrays (static shapes from the jitted NMS) in
 *original* image pixels, ``xyxy`` with contiguous classes, and leave as COCO result dicts
 (``xywh``, original category ids). ``coco_from_source`` turns any ``DetectionSource`` (e.g. a TFDS
 dataset) into an in-memory pycocotools ground truth.

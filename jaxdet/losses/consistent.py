@@ -1,5 +1,5 @@
 """Consistent optimization: losses on the refined anchors (Kong et al., "Consistent Optimization
-for Single-Shot Object Detection", papers/consistent_optimization.txt, §4, Eq. 1 and Eq. 2).
+for Single-Shot Object Detection", §4, Eq. 1 and Eq. 2).
 
 Inference scores and regresses the *refined* anchors A1 = decode(t0, A0), so training adds
 terms computed on them:
@@ -35,6 +35,11 @@ Choices (the paper is silent; documented here):
     extra class term.
   * Class logits of stage s are ``outputs[cls_key(s)]``; the 'consistent' variant of ConRetinaNet
     sets them to the shared 'cls_logits' (the consistency is in the targets).
+
+Output names: the model (``jaxdet.models.conretinanet.ConRetinaNet``) and these losses agree on the
+keys of the stage outputs through :func:`cls_key` / :func:`box_key`, and on the valid variant /
+stage counts through :func:`check_stages`. They live here, with the consumer, so that the losses
+import nothing from ``jaxdet.models``; the model imports them from this module.
 """
 from __future__ import annotations
 
@@ -44,11 +49,44 @@ import jax
 import jax.numpy as jnp
 
 from jaxdet.losses import detection as det_loss
-from jaxdet.models.conretinanet import box_key, check_stages, cls_key
 from jaxdet.ops import boxes as box_ops
 
+VARIANTS = ("consistent", "cascade", "gated_cascade")   # Fig. 4 (d), (b), (c)
+MAX_STAGES = 3                                          # Table 3 goes up to #reg = 3
 STAGE3_IOU = (0.7, 0.6)   # (mu_pos, mu_neg) of the third stage, Table 3 caption
 CLS_NORMALIZERS = ("refined", "original")
+
+
+def cls_key(stage: int) -> str:
+  """Output key of the class logits of ``stage`` (1 = original anchors): 'cls_logits',
+  'cls_logits_refined', 'cls_logits_refined2'."""
+  return "cls_logits" + _suffix(stage)
+
+
+def box_key(stage: int) -> str:
+  """Output key of the box deltas of ``stage`` (1 = original anchors): 'box_deltas',
+  'box_deltas_refined', 'box_deltas_refined2'."""
+  return "box_deltas" + _suffix(stage)
+
+
+def _suffix(stage: int) -> str:
+  if int(stage) != stage or not 1 <= stage <= MAX_STAGES:
+    raise ValueError(f"stage must be an integer in [1, {MAX_STAGES}]; got {stage!r}")
+  return "" if stage == 1 else "_refined" if stage == 2 else f"_refined{stage - 1}"
+
+
+def check_stages(variant: str, cls_stages: int, reg_stages: int) -> None:
+  """ValueError unless ``variant`` is one of :data:`VARIANTS`, 1 <= reg_stages <= MAX_STAGES and
+  1 <= cls_stages <= reg_stages + 1 (a class term at stage s scores the anchors refined s-1
+  times, so it needs the regression of stage s-1)."""
+  if variant not in VARIANTS:
+    raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
+  if int(reg_stages) != reg_stages or not 1 <= reg_stages <= MAX_STAGES:
+    raise ValueError(f"reg_stages must be an integer in [1, {MAX_STAGES}]; got {reg_stages!r}")
+  if int(cls_stages) != cls_stages or not 1 <= cls_stages <= min(reg_stages + 1, MAX_STAGES):
+    raise ValueError(f"cls_stages must be an integer in [1, reg_stages + 1] = "
+                     f"[1, {min(reg_stages + 1, MAX_STAGES)}] (a class term at stage s scores anchors "
+                     f"refined s-1 times); got {cls_stages!r}")
 
 
 def refined_anchors(anchors, box_deltas, box_weights: Sequence[float]) -> jax.Array:
@@ -158,7 +196,7 @@ def refine_for_inference(outputs, anchors, box_weights: Sequence[float], *,
   :func:`inference_logits`.
   """
   available = 1
-  while available < 3 and box_key(available + 1) in outputs:
+  while available < MAX_STAGES and box_key(available + 1) in outputs:
     available += 1
   if reg_stages is None:
     reg_stages = available
@@ -181,7 +219,7 @@ def inference_logits(outputs):
   anchors (our choice).
   """
   key = "cls_logits"
-  for s in (2, 3):
+  for s in range(2, MAX_STAGES + 1):
     if cls_key(s) in outputs:
       key = cls_key(s)
   return outputs[key]

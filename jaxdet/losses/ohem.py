@@ -1,5 +1,6 @@
 """Softmax cross-entropy with online hard negative mining (SSD, Liu et al. 2016, §2.2
-"Hard negative mining"): the "CE + OHEM" baseline of the AP-loss paper (papers/ap_loss.txt).
+"Hard negative mining"): the "CE + OHEM" baseline of AP-loss (Chen et al.,
+§4.2.2 "Comparison on Different Losses").
 
 Logits have C + 1 channels with background at channel 0; foreground class k (0-based, as in
 ``jaxdet.ops.matching``) is channel k + 1. Per image, every positive anchor contributes

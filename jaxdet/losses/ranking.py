@@ -1,5 +1,5 @@
 """AP-loss and AUC-loss with the error-driven update (Chen et al., "AP-loss for Accurate
-One-Stage Object Detection", TPAMI; papers/ap_loss.txt).
+One-Stage Object Detection", TPAMI).
 
 Every entry of ``logits`` is one ranking sample (an (anchor, class) pair); labels are -1
 ignored, 0 negative, 1 positive, and the ranking is over the whole array (the mini-batch,

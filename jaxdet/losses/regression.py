@@ -3,7 +3,9 @@
 * L1 and smooth-L1 (Girshick, Fast R-CNN Eq. 3, with the transition point ``beta`` of
   Detectron: 0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta; beta = 0 is L1) on encoded deltas.
 * IoU-family losses 1 - GIoU (Rezatofighi et al. 2019), 1 - DIoU and 1 - CIoU (Zheng et al.
-  2020, Eqs. 6 and 10) on xyxy boxes; ALWA compares L1 / SmoothL1 / CIoU (SPEC.md §3).
+  2020, Eqs. 6 and 10) on xyxy boxes; ALWA compares L1 / SmoothL1 / CIoU
+  (Yu et al., "Revisiting the Loss Weight Adjustment in Object Detection", §2.2 Eqs. 1-5,
+  §3.1 Table 1, §4.2 Table 2).
 
 All losses are elementwise / per box; the caller masks to positive anchors and normalises.
 """

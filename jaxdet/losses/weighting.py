@@ -166,12 +166,3 @@ def alwa_update(state: AlwaState, cls_loss, reg_loss, *, statistic: str = 'alwa2
       reg_window=jnp.where(full, jnp.zeros_like(reg_window), reg_window),
       count=jnp.where(full, jnp.zeros_like(count), count).astype(jnp.int32),
   )
-
-
-def alwa_metrics(state: AlwaState, prefix: str = 'alwa/') -> dict[str, jax.Array]:
-  """Scalars for logging: the two weights and how many losses the window holds."""
-  return {
-      f'{prefix}lambda_cls': state.lambda_cls,
-      f'{prefix}lambda_reg': state.lambda_reg,
-      f'{prefix}window_count': state.count,
-  }

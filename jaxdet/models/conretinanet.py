@@ -1,5 +1,5 @@
 """ConRetinaNet (Kong et al., "Consistent Optimization for Single-Shot Object Detection",
-papers/consistent_optimization.txt, §4 "Implementation Choices", Fig. 4, Tables 1 and 3).
+§4 "Implementation Choices", Fig. 4, Tables 1 and 3).
 
 RetinaNet (ResNet-FPN backbone + shared class/box subnets) plus the extra predictions on the
 refined anchors.  Stage 1 predicts on the original anchors A0; stage s >= 2 predicts on the
@@ -32,9 +32,10 @@ parameter tree is RetinaNet's ('backbone', 'fpn', 'head') plus the new entries, 
 checkpoints / backbone weights load unchanged.
 
 Outputs: RetinaNet's 'cls_logits' [B, A, C] and 'box_deltas' [B, A, 4] (stage 1), and per extra
-stage s (keys from :func:`cls_key` / :func:`box_key`): 'cls_logits_refined' (s=2),
-'cls_logits_refined2' (s=3) [B, A, C]; 'box_deltas_refined' (s=2), 'box_deltas_refined2' (s=3)
-[B, A, 4], the offsets predicted for A_{s-1} (encoded relative to A_{s-1}).
+stage s: 'cls_logits_refined' (s=2), 'cls_logits_refined2' (s=3) [B, A, C]; 'box_deltas_refined'
+(s=2), 'box_deltas_refined2' (s=3) [B, A, 4], the offsets predicted for A_{s-1} (encoded relative
+to A_{s-1}). The keys, and the check of variant / stage counts, come from
+``jaxdet.losses.consistent`` (``cls_key``, ``box_key``, ``check_stages``), the losses that read them.
 """
 from __future__ import annotations
 
@@ -44,38 +45,9 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdet.losses.consistent import box_key, check_stages, cls_key
 from jaxdet.models.norm import GroupNorm
 from jaxdet.models.retinanet import RetinaNet
-
-VARIANTS = ("consistent", "cascade", "gated_cascade")
-MAX_STAGES = 3
-
-
-def cls_key(stage: int) -> str:
-  """Output key of the class logits of ``stage`` (1 = original anchors)."""
-  return "cls_logits" + _suffix(stage)
-
-
-def box_key(stage: int) -> str:
-  """Output key of the box deltas of ``stage`` (1 = original anchors)."""
-  return "box_deltas" + _suffix(stage)
-
-
-def _suffix(stage: int) -> str:
-  if int(stage) != stage or not 1 <= stage <= MAX_STAGES:
-    raise ValueError(f"stage must be an integer in [1, {MAX_STAGES}]; got {stage!r}")
-  return "" if stage == 1 else "_refined" if stage == 2 else f"_refined{stage - 1}"
-
-
-def check_stages(variant: str, cls_stages: int, reg_stages: int) -> None:
-  """ValueError unless variant / stage counts are a valid combination (see module docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
-  if int(reg_stages) != reg_stages or not 1 <= reg_stages <= MAX_STAGES:
-    raise ValueError(f"reg_stages must be 1, 2 or 3; got {reg_stages!r}")
-  if int(cls_stages) != cls_stages or not 1 <= cls_stages <= min(reg_stages + 1, MAX_STAGES):
-    raise ValueError(f"cls_stages must be an integer in [1, reg_stages + 1] = [1, {min(reg_stages + 1, 3)}] "
-                     f"(a class term at stage s scores anchors refined s-1 times); got {cls_stages!r}")
 
 
 def _pred_conv(features: int, name: str, dtype: Any, bias: float = 0.0) -> nn.Conv:
@@ -127,8 +99,9 @@ class _Subnet(nn.Module):
 class ConRetinaNet(RetinaNet):
   """RetinaNet with the refined-anchor predictions of consistent optimization.
 
-  Fields: RetinaNet's, plus ``variant`` in :data:`VARIANTS`, ``cls_stages`` in {1, 2, 3} and
-  ``reg_stages`` in {1, 2, 3} with cls_stages <= reg_stages + 1 (paper: cls 2, reg 2).
+  Fields: RetinaNet's, plus ``variant`` in ``jaxdet.losses.consistent.VARIANTS``, ``cls_stages``
+  in {1, 2, 3} and ``reg_stages`` in {1, 2, 3} with cls_stages <= reg_stages + 1 (paper: cls 2,
+  reg 2).
   ``__call__(images, train, return_features=False)`` returns RetinaNet's dict plus the stage
   outputs described in the module docstring.
   """

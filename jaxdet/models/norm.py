@@ -2,7 +2,8 @@
 
 * ``FrozenBatchNorm`` -- batch normalisation with fixed affine statistics, the
   standard choice when fine-tuning an ImageNet backbone with small per-device
-  batches (RetinaNet, Lin et al. 2017; AP-loss "frozen BN", SPEC.md section 1):
+  batches (RetinaNet, Lin et al. 2017; AP-loss, Chen et al. §4.1.1: "We fix the
+  batch normalization layers to be frozen in training phase"):
       y = (x - mean) / sqrt(var + eps) * scale + bias.
   All four arrays live in the ``'batch_stats'`` collection (not ``'params'``),
   so an optimizer built over ``params`` never sees them and no gradient is

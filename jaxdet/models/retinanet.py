@@ -10,9 +10,12 @@ sigmoid(b) = pi.
 
 Output order: per level the conv output [B, h, w, K*C] is reshaped to
 [B, h*w*K, C] (channel k*C + c -> anchor k, class c), and levels are concatenated
-ascending, so entry index runs over (level, y, x, anchor) -- the same order as the
-anchor generator (levels ascending; row-major y, x; anchors per location).
-Level l has spatial size ceil(H / 2**l) (see ``feature_shapes``).
+ascending, so entry index runs over (level, y, x, anchor) -- the same order as
+``jaxdet.ops.anchors.generate_anchors`` (levels ascending; row-major y, x; anchors per
+location).  Level l has spatial size ceil(H / 2**l); ``RetinaNet`` checks the FPN
+maps against ``jaxdet.ops.anchors.feature_shapes``, the one definition of the pyramid
+shapes that the anchors and ``level_slices`` are built from, so the anchor and the
+head output orders agree by construction.
 """
 from __future__ import annotations
 
@@ -25,20 +28,9 @@ import jax.numpy as jnp
 from jaxdet.models.fpn import FPN
 from jaxdet.models.norm import GroupNorm
 from jaxdet.models.resnet import ResNet
+from jaxdet.ops.anchors import feature_shapes
 
 HEAD_NORMS = (None, "group_norm")
-
-
-def feature_shapes(height: int, width: int, min_level: int = 3, max_level: int = 7):
-  """Static ((level, h, w), ...) of the pyramid for an image of (height, width)."""
-  return tuple(
-      (l, -(-height // 2**l), -(-width // 2**l)) for l in range(min_level, max_level + 1)
-  )
-
-
-def num_anchors_total(height: int, width: int, num_anchors: int, min_level: int = 3, max_level: int = 7) -> int:
-  """A = sum_l ceil(H/2^l) * ceil(W/2^l) * K."""
-  return sum(h * w * num_anchors for _, h, w in feature_shapes(height, width, min_level, max_level))
 
 
 class RetinaNetHead(nn.Module):
@@ -127,11 +119,11 @@ class RetinaNet(nn.Module):
 
   ``__call__(images [B, H, W, 3] normalised float, train, return_features=False)``
   returns {'cls_logits': [B, A, C] float32, 'box_deltas': [B, A, 4] float32}
-  with A = ``num_anchors_total(H, W, num_anchors, min_level, max_level)``; with
+  with A = sum_l h_l * w_l * num_anchors over ``jaxdet.ops.anchors.feature_shapes(
+  (H, W), min_level, max_level)``, i.e. the anchors of ``generate_anchors`` in the same
+  order (per-level ranges: ``jaxdet.ops.anchors.level_slices``); with
   ``return_features=True`` also 'fpn_features', 'cls_features', 'box_features'
-  ({level: [B, h, w, F]}).  The per-level shapes are static and are not in the
-  output (a jitted apply would turn Python ints into arrays): use
-  ``model.feature_shapes(H, W)``.
+  ({level: [B, h, w, F]}).
   Submodules: 'backbone' (ResNet), 'fpn' (FPN), 'head' (RetinaNetHead).
   """
 
@@ -150,10 +142,6 @@ class RetinaNet(nn.Module):
   prior_prob: float = 0.01
   dtype: Any = jnp.float32
 
-  def feature_shapes(self, height: int, width: int):
-    """((level, h, w), ...) for an input of (height, width); static."""
-    return feature_shapes(height, width, self.min_level, self.max_level)
-
   @nn.compact
   def __call__(self, images, train: bool = False, return_features: bool = False):
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -162,6 +150,11 @@ class RetinaNet(nn.Module):
         images, train
     )
     p = FPN(self.min_level, self.max_level, self.fpn_filters, self.dtype, name="fpn")(c)
+    got = [tuple(p[l].shape[1:3]) for l in sorted(p)]
+    want = feature_shapes(images.shape[1:3], self.min_level, self.max_level)
+    if got != want:  # static shapes: checked once at trace time
+      raise ValueError(f"FPN maps {got} differ from the anchor grid {want} of jaxdet.ops.anchors."
+                       "feature_shapes; head outputs would not line up with the anchors")
     out = RetinaNetHead(
         self.num_classes,
         self.num_anchors,

@@ -4,8 +4,8 @@ Host-side numpy constants. On pyramid level l (stride 2**l) the base anchor size
 ``anchor_size * 2**l`` (32 px at P3 ... 512 px at P7 for anchor_size=4); each location holds
 ``len(scales) * len(aspect_ratios)`` anchors of size ``base * scale`` and aspect ratio
 r = h / w: ``w = base*scale/sqrt(r)``, ``h = base*scale*sqrt(r)``, centred at
-``((x + 0.5) * stride, (y + 0.5) * stride)``. AP-loss uses scales {2^0, 2^0.5}
-(SPEC.md §1); RetinaNet uses {2^0, 2^(1/3), 2^(2/3)}.
+``((x + 0.5) * stride, (y + 0.5) * stride)``. AP-loss uses scales {2^0, 2^0.5} ("2 sub-octave
+scales", Chen et al., AP-loss §4.1.1); RetinaNet uses {2^0, 2^(1/3), 2^(2/3)}.
 
 Order of the flat ``[A, 4]`` array (the detection head must produce the same order):
 levels ascending (min_level first); within a level row-major over (y, x); at each location

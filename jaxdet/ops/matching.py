@@ -1,4 +1,5 @@
-"""Anchor labelling by IoU with padded ground truth (RetinaNet / AP-loss, SPEC.md §1).
+"""Anchor labelling by IoU with padded ground truth (RetinaNet, Lin et al. 2017 §4 "Anchors";
+AP-loss, Chen et al. §3.1.1 "Ranking Task").
 
 One image at a time, static shapes, jit/vmap friendly (callers ``jax.vmap`` over the batch).
 

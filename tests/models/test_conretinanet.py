@@ -8,7 +8,7 @@ import pytest
 from jaxdet.losses import consistent
 from jaxdet.models import conretinanet as CR
 from jaxdet.models.resnet import frozen_param_labels
-from jaxdet.models.retinanet import RetinaNet, num_anchors_total
+from jaxdet.models.retinanet import RetinaNet
 from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import boxes as box_ops
 
@@ -16,7 +16,7 @@ KEY = jax.random.key(0, impl="rbg")
 C, K = 3, 9
 TINY = dict(num_classes=C, num_anchors=K, depth=18, width=8, fpn_filters=16, head_convs=2, head_filters=16)
 X = jnp.zeros((1, 64, 64, 3))
-A = num_anchors_total(64, 64, K)
+A = anchor_lib.level_slices(64, 3, 7, K)[-1][1]
 
 
 def flat(tree):
@@ -54,12 +54,13 @@ def np_conv3x3(x, w, b):
 def test_output_shapes(variant, stages):
   model = CR.ConRetinaNet(**TINY, variant=variant, cls_stages=stages[0], reg_stages=stages[1])
   out, _ = jax.eval_shape(lambda x: model.init_with_output(KEY, x), jnp.zeros((2, 64, 64, 3)))
-  want = {CR.cls_key(s) for s in range(1, stages[0] + 1)} | {CR.box_key(s) for s in range(1, stages[1] + 1)}
+  want = ({consistent.cls_key(s) for s in range(1, stages[0] + 1)}
+          | {consistent.box_key(s) for s in range(1, stages[1] + 1)})
   assert set(out) == want
   for s in range(1, stages[0] + 1):
-    assert out[CR.cls_key(s)].shape == (2, A, C) and out[CR.cls_key(s)].dtype == jnp.float32
+    assert out[consistent.cls_key(s)].shape == (2, A, C) and out[consistent.cls_key(s)].dtype == jnp.float32
   for s in range(1, stages[1] + 1):
-    assert out[CR.box_key(s)].shape == (2, A, 4) and out[CR.box_key(s)].dtype == jnp.float32
+    assert out[consistent.box_key(s)].shape == (2, A, 4) and out[consistent.box_key(s)].dtype == jnp.float32
 
 
 def test_consistent_has_exactly_one_more_conv_than_retinanet():
@@ -155,7 +156,7 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match=match):
       jax.eval_shape(CR.ConRetinaNet(**TINY, **kw).init, KEY, X)
   with pytest.raises(ValueError, match="stage"):
-    CR.box_key(4)
+    consistent.box_key(4)
 
 
 def _load_config(name):
