@@ -1,88 +1,71 @@
-"""Host-side detection input pipeline: deterministic order, per-process shards, padded batches.
+"""Step-indexed host input pipeline: deterministic order, per-process shards, prefetched batches.
 
 The data position is the global step. Training reads an endless stream of example *positions*
-``0, 1, 2, ...``; position ``p`` is image ``perm_e[p % N]`` of epoch ``e = p // N``, where ``perm_e``
-is a permutation drawn from ``(seed, e)``. Global batch ``s`` is positions
+``0, 1, 2, ...``; position ``p`` is source index ``perm_e[p % N]`` of epoch ``e = p // N``, where
+``perm_e`` is a permutation drawn from ``(seed, e)``. Global batch ``s`` is positions
 ``[s*G, (s+1)*G)`` with ``G = batch_size * process_count``; process ``i`` takes the slice
-``[s*G + i*batch_size, s*G + (i+1)*batch_size)``. Augmentation randomness for position ``p`` comes
-from ``(seed, p)`` alone. Hence a run resumed with ``start_step=k`` yields exactly batches
-``k, k+1, ...`` of the uninterrupted run, for any ``num_workers``, and the union of all processes'
-batches does not depend on ``process_count`` for a fixed global batch.
+``[s*G + i*batch_size, s*G + (i+1)*batch_size)``. Per-example randomness (augmentation) for
+position ``p`` comes from ``(seed, tag, p)`` alone (``StepLoader.example_rng``). Hence a run resumed
+with ``start_step=k`` yields exactly batches ``k, k+1, ...`` of the uninterrupted run, for any
+``num_workers``, and the union of all processes' batches does not depend on ``process_count`` for a
+fixed global batch.
 
-Evaluation makes one pass in dataset order with the same block layout; positions ``>= N`` are
-padding (``example_valid=False``), so every process yields the same number of batches.
+Evaluation makes one pass in source order with the same block layout; positions ``>= N`` are
+padding (passed to ``collate`` as ``None``), so every process yields the same number of batches.
 
-Decoding and augmentation run in a thread pool (PIL and numpy release the GIL), a few batches
-ahead of the consumer. Batches are dicts of numpy arrays (see ``DetectionLoader``); the trainer
-turns them into global ``jax.Array``s (``jax.make_array_from_process_local_data``). Ground truth is
-padded to ``max_boxes`` with a validity mask (DESIGN.md: static shapes in the jitted step).
+``StepLoader`` holds only this order and the prefetching: examples are prepared in a thread pool
+(PIL and numpy release the GIL), a few batches ahead of the consumer. What an example *is* comes
+from a subclass, which implements ``prepare(position, index)`` (one example) and
+``collate(examples)`` (a batch dict of numpy arrays); ``detection_loader.DetectionLoader`` is the
+box-detection one. The trainer turns batches into global ``jax.Array``s
+(``jax.make_array_from_process_local_data``).
 """
 from __future__ import annotations
 
+import abc
 import collections
 import concurrent.futures
 import math
 import sys
-import threading
-import warnings
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
-from jaxdet.data import transforms
-from jaxdet.data.records import DetectionExample
-
-_PERM_TAG, _AUG_TAG, _TRANSFORM_TAG = 7001, 7002, 7003
+_PERM_TAG = 7001  # RNG tag of the epoch permutations; reserved, ``example_rng`` refuses it
 
 
-class DetectionLoader:
-  """Iterable over padded numpy detection batches.
+class StepLoader(abc.ABC):
+  """Iterable over batches that are a pure function of the global step.
+
+  Subclasses implement the two plug-in points, both called with this loader's order:
+
+  * ``prepare(position, index) -> example``: the example at global ``position``, read from
+    ``source[index]``. Must be a deterministic function of ``(position, index)`` and the loader's
+    settings: its randomness must come from ``self.example_rng(tag, position)``. Runs in worker
+    threads, concurrently with other calls (guard shared mutable state with a lock).
+  * ``collate(examples) -> dict[str, np.ndarray]``: one batch from this process's
+    ``batch_size`` examples, in position order; ``None`` entries are eval padding and should be
+    marked invalid (e.g. an ``example_valid`` mask). Runs in the iterating thread.
 
   Args:
-    source: a ``DetectionSource`` (``len`` + ``source[i] -> DetectionExample``).
+    source: the data; only ``len(source)`` is used here (``prepare`` reads the examples).
     batch_size: examples per batch *of this process*.
-    image_size: ``(H, W)`` of every output image; images are resized (aspect ratio kept) to
-      fit and zero-padded at the bottom / right.
-    short_side, max_side: optional ``resize_to_fit`` targets (shorter side -> ``short_side``,
-      longer side at most ``max_side``); the scale is further capped so the image fits
-      ``image_size``. None: just fit ``image_size``.
-    max_boxes: ground-truth slots per image. Images with more objects keep the ``max_boxes``
-      largest by area (kept in their original order); ``truncated_images`` /
-      ``truncated_boxes`` count what was cut (a warning is issued the first time).
-    train: endless shuffled stream with augmentation, or a single ordered pass without it.
-    seed: non-negative int; fixes the epoch permutations and the augmentation.
-    hflip: random horizontal flip with probability 0.5 (train only).
-    scale_jitter: ``(low, high)`` for ``transforms.random_scale_jitter`` (train only); None or
-      ``(1, 1)``: off. The jitter multiplies the resize scale, then crops / pads to ``image_size``.
-    num_workers: decoding / augmentation threads (0: decode in the iterating thread).
+    train: endless stream, reshuffled every epoch; or a single ordered pass, padded to whole
+      batches.
+    seed: non-negative int; fixes the epoch permutations and ``example_rng``.
+    num_workers: ``prepare`` threads (0: prepare in the iterating thread).
     process_index, process_count: this process's slice of each global batch.
     start_step: first global step yielded by ``iter(loader)`` (resume from a checkpoint).
-    prefetch: batches in flight ahead of the consumer.
-    min_visible: scale jitter drops boxes with less than this fraction of their area left.
-    image_transform: optional ``fn(image, boxes, rng) -> image`` applied to the original image
-      (with its boxes, before any resize), e.g. the robustness corruptions; ``rng`` comes from
-      ``(seed, position)`` so the result is reproducible. Must keep the image size.
-
-  Each batch has: ``images`` uint8 [b,H,W,3]; ``boxes`` float32 [b,G,4] xyxy in output pixels;
-  ``classes`` int32 [b,G] (-1 where padded); ``box_valid`` bool [b,G]; ``image_id`` int64 [b]
-  (-1 for padding); ``scale`` float32 [b] (output = original * scale, so original boxes are
-  ``boxes / scale`` in eval mode); ``image_hw`` int32 [b,2] (resized, unpadded size);
-  ``example_valid`` bool [b] (False for eval padding).
+    prefetch: batches in flight ahead of the consumer (with ``num_workers > 0``).
   """
 
-  def __init__(self, source, *, batch_size: int, image_size, max_boxes: int, train: bool,
-               seed: int = 0, hflip: bool = True, scale_jitter=None, num_workers: int = 2,
+  def __init__(self, source, *, batch_size: int, train: bool, seed: int = 0, num_workers: int = 2,
                process_index: int = 0, process_count: int = 1, start_step: int = 0,
-               prefetch: int = 2, min_visible: float = 0.5, short_side: int | None = None,
-               max_side: int | None = None, image_transform=None):
+               prefetch: int = 2):
     if len(source) == 0:
-      raise ValueError("source is empty: the loader needs at least one image.")
+      raise ValueError("source is empty: the loader needs at least one example.")
     if batch_size < 1:
       raise ValueError(f"batch_size (per process) must be >= 1, got {batch_size}")
-    if len(image_size) != 2 or min(image_size) < 1:
-      raise ValueError(f"image_size must be (height, width) of positive ints, got {image_size}")
-    if max_boxes < 1:
-      raise ValueError(f"max_boxes must be >= 1, got {max_boxes}")
     if not 0 <= process_index < process_count:
       raise ValueError(f"need 0 <= process_index < process_count, got {process_index}, {process_count}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -90,35 +73,35 @@ class DetectionLoader:
     if start_step < 0 or num_workers < 0 or prefetch < 1:
       raise ValueError("start_step and num_workers must be >= 0 and prefetch >= 1, got "
                        f"{start_step}, {num_workers}, {prefetch}")
-    if scale_jitter is not None and (len(scale_jitter) != 2 or not 0 < scale_jitter[0] <= scale_jitter[1]):
-      raise ValueError(f"scale_jitter must be None or (low, high) with 0 < low <= high, got {scale_jitter}")
     self.source = source
     self.batch_size = int(batch_size)
-    self.image_size = (int(image_size[0]), int(image_size[1]))
-    self.max_boxes = int(max_boxes)
     self.train = bool(train)
     self.seed = int(seed)
-    self.hflip = bool(hflip)
-    if scale_jitter is not None and tuple(map(float, scale_jitter)) == (1.0, 1.0):
-      scale_jitter = None
-    self.scale_jitter = None if scale_jitter is None else (float(scale_jitter[0]), float(scale_jitter[1]))
-    for name, v in (("short_side", short_side), ("max_side", max_side)):
-      if v is not None and v < 1:
-        raise ValueError(f"{name} must be None or >= 1, got {v}")
-    self.short_side, self.max_side = short_side, max_side
-    if image_transform is not None and not callable(image_transform):
-      raise ValueError("image_transform must be None or a callable fn(image, boxes, rng) -> image")
-    self.image_transform = image_transform
     self.num_workers = int(num_workers)
     self.process_index = int(process_index)
     self.process_count = int(process_count)
     self.start_step = int(start_step)
     self.prefetch = int(prefetch)
-    self.min_visible = float(min_visible)
-    self.truncated_images = 0
-    self.truncated_boxes = 0
-    self._lock = threading.Lock()
     self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+
+  # ------------------------------------------------------------------ plug-in points
+  @abc.abstractmethod
+  def prepare(self, position: int, index: int) -> Any:
+    """The example at global ``position`` (``source[index]``); see the class docstring."""
+
+  @abc.abstractmethod
+  def collate(self, examples: list[Any | None]) -> dict[str, np.ndarray]:
+    """This process's batch from its examples (``None``: eval padding); see the class docstring."""
+
+  def example_rng(self, tag: int, position: int) -> np.random.Generator:
+    """``np.random.default_rng([seed, tag, position])``: the randomness of one example.
+
+    Use one fixed ``tag`` per independent stream (e.g. one for augmentation, one for a
+    corruption), so that adding a stream leaves the others unchanged. Tag 7001 is reserved.
+    """
+    if tag == _PERM_TAG:
+      raise ValueError(f"example_rng tag {_PERM_TAG} is reserved for the epoch permutations")
+    return np.random.default_rng([self.seed, tag, position])
 
   # ------------------------------------------------------------------ order
   @property
@@ -158,90 +141,6 @@ class DetectionLoader:
         out.append(int(p) if p < n else None)
     return out
 
-  # ------------------------------------------------------------------ one example
-  def resize_scale(self, height: int, width: int) -> float:
-    """Resize factor of an ``height x width`` image (before any jitter)."""
-    scale = transforms.fit_scale(height, width, self.image_size)
-    if self.short_side is not None or self.max_side is not None:
-      short = self.short_side if self.short_side is not None else math.inf
-      longest = self.max_side if self.max_side is not None else math.inf
-      scale = min(scale, short / min(height, width), longest / max(height, width))
-    return scale
-
-  def _prepare(self, position: int, index: int) -> dict:
-    ex: DetectionExample = self.source[index]
-    image, boxes, classes = ex.image, ex.boxes, ex.classes
-    out_h, out_w = self.image_size
-    if self.image_transform is not None:
-      rng = np.random.default_rng([self.seed, _TRANSFORM_TAG, position])
-      image = np.asarray(self.image_transform(image, boxes.copy(), rng), np.uint8)
-      if image.shape != ex.image.shape:
-        raise ValueError(f"image_transform changed the image shape {ex.image.shape} -> {image.shape}")
-    if self.train:
-      rng = np.random.default_rng([self.seed, _AUG_TAG, position])
-      if self.hflip and rng.random() < 0.5:
-        image, boxes = transforms.horizontal_flip(image, boxes)
-      if self.scale_jitter is not None:
-        res = transforms.random_scale_jitter(
-            image, boxes, rng, self.image_size, self.scale_jitter, self.min_visible,
-            base_scale=self.resize_scale(image.shape[0], image.shape[1]))
-        image, scale, hw = res.image, res.scale, res.image_hw
-        boxes, classes = res.boxes[res.keep], classes[res.keep]
-      else:
-        scale = self.resize_scale(image.shape[0], image.shape[1])
-        image, boxes = transforms.resize_by_scale(image, boxes, scale)
-        hw = image.shape[:2]
-        boxes = np.clip(boxes, 0, np.array([hw[1], hw[0], hw[1], hw[0]], np.float32))
-        image = transforms.pad_to(image, out_h, out_w)
-    else:
-      # No clipping in eval: boxes / scale must give back the original boxes exactly.
-      scale = self.resize_scale(image.shape[0], image.shape[1])
-      image, boxes = transforms.resize_by_scale(image, boxes, scale)
-      hw = image.shape[:2]
-      image = transforms.pad_to(image, out_h, out_w)
-    if len(boxes) > self.max_boxes:
-      area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-      keep = np.sort(np.argsort(-area, kind="stable")[: self.max_boxes])
-      with self._lock:
-        first = self.truncated_images == 0
-        self.truncated_images += 1
-        self.truncated_boxes += len(boxes) - self.max_boxes
-      if first:
-        warnings.warn(
-            f"image id={ex.image_id} has {len(boxes)} objects > max_boxes={self.max_boxes}; "
-            "keeping the largest. Later truncations are only counted "
-            "(DetectionLoader.truncated_images / truncated_boxes).", RuntimeWarning)
-      boxes, classes = boxes[keep], classes[keep]
-    return dict(image=image, boxes=boxes, classes=classes, image_id=ex.image_id,
-                scale=scale, image_hw=hw)
-
-  def _collate(self, examples: list[dict | None]) -> dict[str, np.ndarray]:
-    b, g = len(examples), self.max_boxes
-    h, w = self.image_size
-    batch = {
-        "images": np.zeros((b, h, w, 3), np.uint8),
-        "boxes": np.zeros((b, g, 4), np.float32),
-        "classes": np.full((b, g), -1, np.int32),
-        "box_valid": np.zeros((b, g), bool),
-        "image_id": np.full((b,), -1, np.int64),
-        "scale": np.ones((b,), np.float32),
-        "image_hw": np.zeros((b, 2), np.int32),
-        "example_valid": np.zeros((b,), bool),
-    }
-    for i, ex in enumerate(examples):
-      if ex is None:
-        continue
-      n = len(ex["boxes"])
-      batch["images"][i] = ex["image"]
-      batch["boxes"][i, :n] = ex["boxes"]
-      batch["classes"][i, :n] = ex["classes"]
-      batch["box_valid"][i, :n] = True
-      batch["image_id"][i] = ex["image_id"]
-      batch["scale"][i] = ex["scale"]
-      batch["image_hw"][i] = ex["image_hw"]
-      batch["example_valid"][i] = True
-    return batch
-
   # ------------------------------------------------------------------ iteration
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self.iterate(self.start_step)
@@ -253,8 +152,8 @@ class DetectionLoader:
 
     if self.num_workers == 0:
       for step in steps:
-        yield self._collate([None if i is None else self._prepare(int(p), i)
-                             for p, i in zip(self.positions(step), self.indices(step))])
+        yield self.collate([None if i is None else self.prepare(int(p), i)
+                            for p, i in zip(self.positions(step), self.indices(step))])
       return
 
     pool = concurrent.futures.ThreadPoolExecutor(self.num_workers, thread_name_prefix="jaxdet-data")
@@ -264,7 +163,7 @@ class DetectionLoader:
       step = next(steps, None)
       if step is None:
         return False
-      pending.append([None if i is None else pool.submit(self._prepare, int(p), i)
+      pending.append([None if i is None else pool.submit(self.prepare, int(p), i)
                       for p, i in zip(self.positions(step), self.indices(step))])
       return True
 
@@ -275,7 +174,7 @@ class DetectionLoader:
       while pending:
         futures = pending.popleft()
         submit()
-        yield self._collate([None if f is None else f.result() for f in futures])
+        yield self.collate([None if f is None else f.result() for f in futures])
     finally:  # runs on exhaustion, close() or garbage collection of the generator
       if not sys.is_finalizing():  # at interpreter exit concurrent.futures is torn down
         pool.shutdown(wait=True, cancel_futures=True)

@@ -1,11 +1,11 @@
-"""Tests of jaxdet.data.loader.DetectionLoader: order, resume, sharding, padding, truncation."""
+"""Tests of jaxdet.data.detection_loader.DetectionLoader: order, resume, sharding, padding, truncation."""
 import itertools
 
 import numpy as np
 import pytest
 
 from jaxdet.data import transforms as T
-from jaxdet.data.loader import DetectionLoader
+from jaxdet.data.detection_loader import DetectionLoader
 from jaxdet.data.records import DetectionExample
 
 

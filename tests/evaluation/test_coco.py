@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from jaxdet.data.coco_json import CocoJsonSource
-from jaxdet.data.loader import DetectionLoader
+from jaxdet.data.detection_loader import DetectionLoader
 from jaxdet.evaluation.coco import coco_from_source, detections_to_coco, evaluate_coco
 
 

@@ -1,0 +1,173 @@
+"""Detection batches on the step-indexed loader: resize / augment, pad boxes, collate.
+
+Order, resume, sharding, eval padding and prefetching are ``loader.StepLoader``'s (see its module
+docstring for the step = data position contract); this module adds what makes an example a
+detection example. Ground truth is padded to ``max_boxes`` with a validity mask (DESIGN.md: static
+shapes in the jitted step).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+
+import numpy as np
+
+from jaxdet.data import transforms
+from jaxdet.data.loader import StepLoader
+from jaxdet.data.records import DetectionExample
+
+_AUG_TAG, _TRANSFORM_TAG = 7002, 7003  # ``example_rng`` tags: flip + jitter; image_transform
+
+
+class DetectionLoader(StepLoader):
+  """Iterable over padded numpy detection batches.
+
+  Args:
+    source: a ``DetectionSource`` (``len`` + ``source[i] -> DetectionExample``).
+    batch_size: examples per batch *of this process*.
+    image_size: ``(H, W)`` of every output image; images are resized (aspect ratio kept) to
+      fit and zero-padded at the bottom / right.
+    short_side, max_side: optional ``resize_to_fit`` targets (shorter side -> ``short_side``,
+      longer side at most ``max_side``); the scale is further capped so the image fits
+      ``image_size``. None: just fit ``image_size``.
+    max_boxes: ground-truth slots per image. Images with more objects keep the ``max_boxes``
+      largest by area (kept in their original order); ``truncated_images`` /
+      ``truncated_boxes`` count what was cut (a warning is issued the first time).
+    train: endless shuffled stream with augmentation, or a single ordered pass without it.
+    seed: non-negative int; fixes the epoch permutations and the augmentation.
+    hflip: random horizontal flip with probability 0.5 (train only).
+    scale_jitter: ``(low, high)`` for ``transforms.random_scale_jitter`` (train only); None or
+      ``(1, 1)``: off. The jitter multiplies the resize scale, then crops / pads to ``image_size``.
+    num_workers: decoding / augmentation threads (0: decode in the iterating thread).
+    process_index, process_count: this process's slice of each global batch.
+    start_step: first global step yielded by ``iter(loader)`` (resume from a checkpoint).
+    prefetch: batches in flight ahead of the consumer.
+    min_visible: scale jitter drops boxes with less than this fraction of their area left.
+    image_transform: optional ``fn(image, boxes, rng) -> image`` applied to the original image
+      (with its boxes, before any resize), e.g. the robustness corruptions; ``rng`` comes from
+      ``(seed, position)`` so the result is reproducible. Must keep the image size.
+
+  Each batch has: ``images`` uint8 [b,H,W,3]; ``boxes`` float32 [b,G,4] xyxy in output pixels;
+  ``classes`` int32 [b,G] (-1 where padded); ``box_valid`` bool [b,G]; ``image_id`` int64 [b]
+  (-1 for padding); ``scale`` float32 [b] (output = original * scale, so original boxes are
+  ``boxes / scale`` in eval mode); ``image_hw`` int32 [b,2] (resized, unpadded size);
+  ``example_valid`` bool [b] (False for eval padding).
+  """
+
+  def __init__(self, source, *, batch_size: int, image_size, max_boxes: int, train: bool,
+               seed: int = 0, hflip: bool = True, scale_jitter=None, num_workers: int = 2,
+               process_index: int = 0, process_count: int = 1, start_step: int = 0,
+               prefetch: int = 2, min_visible: float = 0.5, short_side: int | None = None,
+               max_side: int | None = None, image_transform=None):
+    super().__init__(source, batch_size=batch_size, train=train, seed=seed, num_workers=num_workers,
+                     process_index=process_index, process_count=process_count,
+                     start_step=start_step, prefetch=prefetch)
+    if len(image_size) != 2 or min(image_size) < 1:
+      raise ValueError(f"image_size must be (height, width) of positive ints, got {image_size}")
+    if max_boxes < 1:
+      raise ValueError(f"max_boxes must be >= 1, got {max_boxes}")
+    if scale_jitter is not None and (len(scale_jitter) != 2 or not 0 < scale_jitter[0] <= scale_jitter[1]):
+      raise ValueError(f"scale_jitter must be None or (low, high) with 0 < low <= high, got {scale_jitter}")
+    for name, v in (("short_side", short_side), ("max_side", max_side)):
+      if v is not None and v < 1:
+        raise ValueError(f"{name} must be None or >= 1, got {v}")
+    if image_transform is not None and not callable(image_transform):
+      raise ValueError("image_transform must be None or a callable fn(image, boxes, rng) -> image")
+    self.image_size = (int(image_size[0]), int(image_size[1]))
+    self.max_boxes = int(max_boxes)
+    self.hflip = bool(hflip)
+    if scale_jitter is not None and tuple(map(float, scale_jitter)) == (1.0, 1.0):
+      scale_jitter = None
+    self.scale_jitter = None if scale_jitter is None else (float(scale_jitter[0]), float(scale_jitter[1]))
+    self.short_side, self.max_side = short_side, max_side
+    self.image_transform = image_transform
+    self.min_visible = float(min_visible)
+    self.truncated_images = 0
+    self.truncated_boxes = 0
+    self._lock = threading.Lock()
+
+  def resize_scale(self, height: int, width: int) -> float:
+    """Resize factor of an ``height x width`` image (before any jitter)."""
+    scale = transforms.fit_scale(height, width, self.image_size)
+    if self.short_side is not None or self.max_side is not None:
+      short = self.short_side if self.short_side is not None else math.inf
+      longest = self.max_side if self.max_side is not None else math.inf
+      scale = min(scale, short / min(height, width), longest / max(height, width))
+    return scale
+
+  def prepare(self, position: int, index: int) -> dict:
+    """``source[index]`` transformed, augmented (train), resized, padded and box-truncated."""
+    ex: DetectionExample = self.source[index]
+    image, boxes, classes = ex.image, ex.boxes, ex.classes
+    out_h, out_w = self.image_size
+    if self.image_transform is not None:
+      rng = self.example_rng(_TRANSFORM_TAG, position)
+      image = np.asarray(self.image_transform(image, boxes.copy(), rng), np.uint8)
+      if image.shape != ex.image.shape:
+        raise ValueError(f"image_transform changed the image shape {ex.image.shape} -> {image.shape}")
+    if self.train:
+      rng = self.example_rng(_AUG_TAG, position)
+      if self.hflip and rng.random() < 0.5:
+        image, boxes = transforms.horizontal_flip(image, boxes)
+      if self.scale_jitter is not None:
+        res = transforms.random_scale_jitter(
+            image, boxes, rng, self.image_size, self.scale_jitter, self.min_visible,
+            base_scale=self.resize_scale(image.shape[0], image.shape[1]))
+        image, scale, hw = res.image, res.scale, res.image_hw
+        boxes, classes = res.boxes[res.keep], classes[res.keep]
+      else:
+        scale = self.resize_scale(image.shape[0], image.shape[1])
+        image, boxes = transforms.resize_by_scale(image, boxes, scale)
+        hw = image.shape[:2]
+        boxes = np.clip(boxes, 0, np.array([hw[1], hw[0], hw[1], hw[0]], np.float32))
+        image = transforms.pad_to(image, out_h, out_w)
+    else:
+      # No clipping in eval: boxes / scale must give back the original boxes exactly.
+      scale = self.resize_scale(image.shape[0], image.shape[1])
+      image, boxes = transforms.resize_by_scale(image, boxes, scale)
+      hw = image.shape[:2]
+      image = transforms.pad_to(image, out_h, out_w)
+    if len(boxes) > self.max_boxes:
+      area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+      keep = np.sort(np.argsort(-area, kind="stable")[: self.max_boxes])
+      with self._lock:
+        first = self.truncated_images == 0
+        self.truncated_images += 1
+        self.truncated_boxes += len(boxes) - self.max_boxes
+      if first:
+        warnings.warn(
+            f"image id={ex.image_id} has {len(boxes)} objects > max_boxes={self.max_boxes}; "
+            "keeping the largest. Later truncations are only counted "
+            "(DetectionLoader.truncated_images / truncated_boxes).", RuntimeWarning)
+      boxes, classes = boxes[keep], classes[keep]
+    return dict(image=image, boxes=boxes, classes=classes, image_id=ex.image_id,
+                scale=scale, image_hw=hw)
+
+  def collate(self, examples: list[dict | None]) -> dict[str, np.ndarray]:
+    """Stacks prepared examples into the batch dict of the class docstring (None: padding)."""
+    b, g = len(examples), self.max_boxes
+    h, w = self.image_size
+    batch = {
+        "images": np.zeros((b, h, w, 3), np.uint8),
+        "boxes": np.zeros((b, g, 4), np.float32),
+        "classes": np.full((b, g), -1, np.int32),
+        "box_valid": np.zeros((b, g), bool),
+        "image_id": np.full((b,), -1, np.int64),
+        "scale": np.ones((b,), np.float32),
+        "image_hw": np.zeros((b, 2), np.int32),
+        "example_valid": np.zeros((b,), bool),
+    }
+    for i, ex in enumerate(examples):
+      if ex is None:
+        continue
+      n = len(ex["boxes"])
+      batch["images"][i] = ex["image"]
+      batch["boxes"][i, :n] = ex["boxes"]
+      batch["classes"][i, :n] = ex["classes"]
+      batch["box_valid"][i, :n] = True
+      batch["image_id"][i] = ex["image_id"]
+      batch["scale"][i] = ex["scale"]
+      batch["image_hw"][i] = ex["image_hw"]
+      batch["example_valid"][i] = True
+    return batch
