@@ -43,6 +43,7 @@ def synthetic_batch(batch, size, num_classes, max_boxes=32, seed=0):
 def time_step(cls_loss, args, num_classes):
   from jaxdet.experiments.defaults import detector_defaults
   from jaxdet.experiments.retinanet import RetinaNetExperiment
+  from jaxdet.train import loop
   from jaxdet.train import sharding as shard_lib
 
   c = detector_defaults()
@@ -52,9 +53,9 @@ def time_step(cls_loss, args, num_classes):
   c.train.batch_size = args.batch
   mesh = shard_lib.make_mesh()
   exp = RetinaNetExperiment(c, mesh, train_source=SyntheticSource(num_classes))
-  state = jax.jit(exp.init)(jax.random.PRNGKey(0))
+  state = jax.jit(lambda key: loop.LoopState.create(exp.init(key), key))(jax.random.PRNGKey(0))
   batch = shard_lib.to_global(synthetic_batch(args.batch, args.size, num_classes), mesh)
-  step = jax.jit(exp.train_step, donate_argnums=0)
+  step = jax.jit(loop.make_step(exp), donate_argnums=0)
   t0 = time.perf_counter()
   state, m = step(state, batch)
   jax.block_until_ready(m)

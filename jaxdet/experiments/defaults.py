@@ -1,18 +1,38 @@
-"""Every config key a detector experiment understands, with its default.
+"""Config schemas: the keys every experiment shares, and the detector experiments' keys.
 
-Config files in ``configs/`` start from ``detector_defaults()`` and change what
-their recipe needs; ``jaxdet.train.config_check.validate`` rejects any key that
-is not defined here (a typo is an error that lists the valid keys).
+Each experiment declares its schema (``Experiment.config_schema()``): every key it
+understands, with its default and a comment. The loop's keys (``experiment``, ``seed``,
+``train.*``) come from ``loop_defaults()``; detectors (RetinaNet family, later Faster R-CNN and
+SSD) extend it with ``detector_defaults()``. Config files in ``configs/`` start from a schema
+and change what their recipe needs; ``jaxdet.train.config_check.validate`` rejects any key the
+named experiment's schema lacks (a typo is an error that suggests the closest key).
 """
 from __future__ import annotations
 
 import ml_collections
 
 
-def detector_defaults() -> ml_collections.ConfigDict:
+def loop_defaults() -> ml_collections.ConfigDict:
+  """The keys the training loop reads, shared by every experiment."""
   c = ml_collections.ConfigDict()
-  c.experiment = "retinanet"       # jaxdet.experiments registry name
-  c.seed = 0
+  c.experiment = ""                # jaxdet.experiments.registry name; selects the schema
+  c.seed = 0                       # initialisation, data order, augmentation and step keys
+
+  c.train = t = ml_collections.ConfigDict()
+  t.batch_size = 16                # global, over all devices and hosts
+  t.num_steps = 90_000             # loop steps (data position and LR schedules count these)
+  t.log_every = 50                 # loop steps between logged (averaged) train metrics
+  t.eval_every = 10_000            # 0: evaluate only at the end
+  t.checkpoint_every = 1_000
+  t.keep_checkpoints = 3
+  t.progress_bar = True            # tqdm bar; False: one console line per log interval
+  return c
+
+
+def detector_defaults() -> ml_collections.ConfigDict:
+  """Every key of the detector experiments (``experiment='retinanet'``)."""
+  c = loop_defaults()
+  c.experiment = "retinanet"
 
   # ---- data -------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
@@ -113,16 +133,6 @@ def detector_defaults() -> ml_collections.ConfigDict:
   o.decay_factor = 0.1
   o.grad_clip_norm = 0.0
 
-  # ---- training loop -------------------------------------------------------
-  c.train = t = ml_collections.ConfigDict()
-  t.batch_size = 16                # global, over all devices and hosts
-  t.num_steps = 90_000
-  t.log_every = 50
-  t.eval_every = 10_000
-  t.checkpoint_every = 1_000
-  t.keep_checkpoints = 3
-  t.progress_bar = True
-
   # ---- evaluation / post-processing ----------------------------------------
   c.eval = e = ml_collections.ConfigDict()
   e.batch_size = 8
@@ -132,6 +142,7 @@ def detector_defaults() -> ml_collections.ConfigDict:
   e.max_detections = 100
   e.voc_metrics = False            # also report VOC07 11-point / area mAP@0.5
   e.max_images = 0                 # 0 = whole split
+  e.log_images = 4                 # val images drawn with their detections after each eval
   e.robustness = ("clean", "black_patch", "random_patch", "flipped_patch", "gaussian_noise")
 
   # ---- predict mode ----------------------------------------------------------

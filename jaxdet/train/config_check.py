@@ -1,4 +1,5 @@
-"""Config validation: unknown keys are errors that list the valid ones."""
+"""Config validation against an experiment's schema: unknown keys are errors that suggest the
+closest valid key and list the valid ones."""
 from __future__ import annotations
 
 import difflib
@@ -6,20 +7,25 @@ import difflib
 import ml_collections
 
 
+class ConfigError(ValueError):
+  """A config (file or ``--config.*`` override) the named experiment cannot run."""
+
+
 def validate(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
              prefix: str = "config") -> None:
-  """Raises ValueError if ``config`` has a key that ``reference`` lacks, or a wrong kind of value."""
+  """Raises ConfigError if ``config`` has a key that ``reference`` lacks, or a group where
+  ``reference`` has a value (or the reverse)."""
   for key in config.keys():
     path = f"{prefix}.{key}"
     if key not in reference:
       valid = sorted(reference.keys())
       close = difflib.get_close_matches(key, valid, n=1)
-      hint = f" Did you mean '{close[0]}'?" if close else ""
-      raise ValueError(f"Unknown config key '{path}'.{hint} Valid keys under "
-                       f"'{prefix}': {', '.join(valid)}.")
+      hint = f" Did you mean '{prefix}.{close[0]}'?" if close else ""
+      raise ConfigError(f"Unknown config key '{path}'.{hint} Valid keys under "
+                        f"'{prefix}': {', '.join(valid)}.")
     value, ref = config[key], reference[key]
     if isinstance(ref, ml_collections.ConfigDict):
       if not isinstance(value, ml_collections.ConfigDict):
-        raise ValueError(f"'{path}' must be a group of keys ({', '.join(sorted(ref.keys()))}), "
-                         f"got {value!r}.")
+        raise ConfigError(f"'{path}' must be a group of keys ({', '.join(sorted(ref.keys()))}), "
+                          f"got {value!r}.")
       validate(value, ref, path)

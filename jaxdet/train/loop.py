@@ -1,11 +1,10 @@
 """The training loop that runs any experiment (big_vision-style sections).
 
-An *experiment* (see ``jaxdet.experiments.base.Experiment``) supplies pure
-``init(rng) -> TrainState`` and ``train_step(state, batch) -> (state,
-metrics)``, a host-side batch iterator that starts at any step, and an
-``evaluate(state)``. This module owns what is common: mesh, sharded init,
-restore-or-init, the jitted donated step, logging, NaN/Inf guard,
-checkpoints, periodic evaluation. Rerunning the same command after a kill
+An *experiment* (``jaxdet.experiments.base.Experiment``) supplies a pure ``init(rng)`` and
+``train_step(state, batch, step, rng)``, a host-side batch iterator that starts at any step,
+and ``evaluate``. This module owns what is common: the ``LoopState`` (step, run RNG,
+non-finite guard, the experiment's state), sharded init, restore-or-init, the jitted donated
+step, logging, checkpoints and periodic evaluation. Rerunning the same command after a kill
 resumes from the latest checkpoint with the same data position and RNG.
 """
 from __future__ import annotations
@@ -15,11 +14,12 @@ import os
 import time
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 
 from jaxdet.train import checkpoint as ckpt_lib
 from jaxdet.train import sharding as shard_lib
 from jaxdet.train.reporting import Reporter
+from jaxdet.train.state import LoopState, NetworkState
 
 
 class NonFiniteLossError(RuntimeError):
@@ -37,15 +37,19 @@ class TraceCounter:
     return self.fn(*args, **kwargs)
 
 
-def _check_finite(state, last_good_step: int | None, reporter: Reporter) -> None:
+def _check_finite(state: LoopState, last_good_step: int | None, workdir: str) -> None:
   bad = int(jax.device_get(state.first_nonfinite_step))
   if bad >= 0:
-    where = (f"the last good checkpoint (step {last_good_step}) is kept"
-             if last_good_step is not None else "no checkpoint had been written yet")
+    if last_good_step is not None:
+      where = (f"the last good checkpoint (step {last_good_step}) is kept; after changing the "
+               f"config, rerun the same command to resume from it")
+    else:
+      where = (f"no checkpoint had been written yet; after changing the config, rerun to start "
+               f"again (remove {os.path.join(workdir, 'checkpoints')} first if it exists)")
     raise NonFiniteLossError(
-        f"The training loss became NaN/Inf at step {bad}; training stopped and "
-        f"{where}. Lower config.optim.base_lr, raise config.optim.warmup_steps or "
-        f"set config.optim.grad_clip_norm, then rerun the same command to resume.")
+        f"A training metric became NaN/Inf at step {bad}; training stopped and {where}. "
+        f"Lower config.optim.base_lr, raise config.optim.warmup_steps or set "
+        f"config.optim.grad_clip_norm.")
 
 
 def _last_eval_step(workdir: str) -> int | None:
@@ -57,40 +61,80 @@ def _last_eval_step(workdir: str) -> int | None:
   return json.loads(lines[-1])["step"] if lines else None
 
 
-def init_or_restore(experiment, workdir: str, checkpointer: ckpt_lib.Checkpointer):
-  """Returns (state, state_shardings): restored from the latest checkpoint or fresh."""
+def _abstract_state(experiment):
+  """(ShapeDtypeStructs, replicated shardings) of the ``LoopState`` of ``experiment``."""
   mesh = experiment.mesh
-  rng = jax.random.PRNGKey(experiment.config.seed)
-  abstract = jax.eval_shape(experiment.init, rng)
+  abstract = jax.eval_shape(lambda key: _fresh_state(experiment, key),
+                            jax.random.PRNGKey(experiment.config.seed))
   shardings = jax.tree.map(lambda _: shard_lib.replicated(mesh), abstract)
+  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, shardings)
+  return target, shardings
+
+
+def _is_network(x) -> bool:
+  return isinstance(x, NetworkState)
+
+
+def _fresh_state(experiment, key) -> LoopState:
+  # The experiment initialises from the seed's key; the run key is a fold of it, so
+  # per-step keys never repeat the initialisation's.
+  return LoopState.create(experiment.init(key), jax.random.fold_in(key, 1))
+
+
+def init_or_restore(experiment, checkpointer: ckpt_lib.Checkpointer):
+  """Returns (LoopState, its shardings): restored from the latest checkpoint or fresh."""
+  target, shardings = _abstract_state(experiment)
   latest = checkpointer.latest_step()
   if latest is None:
-    state = jax.jit(experiment.init, out_shardings=shardings)(rng)
-    if hasattr(experiment, "load_pretrained"):
-      state = experiment.load_pretrained(state)
+    state = jax.jit(lambda key: _fresh_state(experiment, key), out_shardings=shardings)(
+        jax.random.PRNGKey(experiment.config.seed))
+    state = state.replace(experiment=experiment.load_pretrained(state.experiment))
   else:
-    target = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     state, _ = checkpointer.restore(target, latest)
   return state, shardings
+
+
+def restore(experiment, checkpointer: ckpt_lib.Checkpointer, step: int | None = None) -> LoopState:
+  """The ``LoopState`` of checkpoint ``step`` (default: the latest); no fresh init."""
+  target, _ = _abstract_state(experiment)
+  state, _ = checkpointer.restore(target, step)
+  return state
+
+
+def make_step(experiment):
+  """The loop step around ``experiment.train_step``: per-step key, step count, NaN guard."""
+
+  def loop_step(state: LoopState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    exp_state, metrics = experiment.train_step(state.experiment, batch, state.step, rng)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+    first_bad = jnp.where((state.first_nonfinite_step < 0) & ~finite, state.step,
+                          state.first_nonfinite_step)
+    return state.replace(step=state.step + 1, experiment=exp_state,
+                         first_nonfinite_step=first_bad), metrics
+
+  return loop_step
 
 
 def train_and_evaluate(experiment, workdir: str) -> dict:
   """Trains ``experiment`` to config.train.num_steps; returns the last eval metrics."""
   cfg = experiment.config
   tcfg = cfg.train
-  mesh = experiment.mesh
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
-  state, shardings = init_or_restore(experiment, workdir, checkpointer)
+  state, shardings = init_or_restore(experiment, checkpointer)
   start = int(jax.device_get(state.step))
   reporter = Reporter(workdir, total_steps=tcfg.num_steps, start_step=start,
-                      progress=tcfg.progress_bar)
+                      progress=tcfg.progress_bar,
+                      progress_metrics=experiment.progress_metrics)
   if start:
     reporter.message(f"Resumed from {checkpointer.directory}/{start} (step {start}).")
   else:
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    nets = [x for x in jax.tree.leaves(state.experiment, is_leaf=_is_network)
+            if _is_network(x)]
+    sizes = ", ".join(f"{sum(p.size for p in jax.tree.leaves(n.params)) / 1e6:.2f}M" for n in nets)
     reporter.message(f"Starting {cfg.experiment} on {jax.device_count()} device(s) "
-                     f"({jax.process_count()} process(es)), {n_params / 1e6:.2f}M params.")
+                     f"({jax.process_count()} process(es)), {sizes or 'no'} params.")
 
   try:
     return _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, start)
@@ -99,11 +143,20 @@ def train_and_evaluate(experiment, workdir: str) -> dict:
     reporter.close()
 
 
+def _evaluate(experiment, state: LoopState, workdir: str, step: int, reporter: Reporter) -> dict:
+  metrics = experiment.evaluate(state.experiment, workdir=workdir, step=step)
+  reporter.eval_line(step, metrics)
+  images = experiment.eval_images(state.experiment, step=step)
+  if images:
+    reporter.images(step, images)
+  return metrics
+
+
 def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, start):
   cfg = experiment.config
   tcfg = cfg.train
   mesh = experiment.mesh
-  traced_step = TraceCounter(experiment.train_step)
+  traced_step = TraceCounter(make_step(experiment))
   step_fn = jax.jit(traced_step, donate_argnums=0,
                     out_shardings=(shardings, shard_lib.replicated(mesh)))
   batches = experiment.train_batches(start_step=start)
@@ -121,7 +174,7 @@ def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, s
     is_last = done == tcfg.num_steps
 
     if done % tcfg.log_every == 0 or is_last:
-      _check_finite(state, last_good, reporter)
+      _check_finite(state, last_good, workdir)
       values = {k: float(v) / n_acc for k, v in jax.device_get(acc).items()}
       dt = time.time() - t_last
       values["img_per_s"] = (done - step_last) * tcfg.batch_size / max(dt, 1e-9)
@@ -130,20 +183,19 @@ def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, s
       acc, n_acc, t_last, step_last = None, 0, time.time(), done
 
     if done % tcfg.checkpoint_every == 0 or is_last:
-      _check_finite(state, last_good, reporter)
+      _check_finite(state, last_good, workdir)
       checkpointer.save(done, state, {"step": done,
                                       "examples_seen": done * tcfg.batch_size,
-                                      "config": cfg.to_json_best_effort()})
+                                      "config": cfg.to_json_best_effort(),
+                                      "metadata": experiment.metadata()})
       last_good = done
 
     if (tcfg.eval_every and done % tcfg.eval_every == 0) or is_last:
-      last_metrics = experiment.evaluate(state, workdir=workdir, step=done)
-      reporter.eval_line(done, last_metrics)
+      last_metrics = _evaluate(experiment, state, workdir, done, reporter)
 
   if start >= tcfg.num_steps and _last_eval_step(workdir) != tcfg.num_steps:
     # Killed after the final checkpoint but before its evaluation finished.
-    last_metrics = experiment.evaluate(state, workdir=workdir, step=start)
-    reporter.eval_line(start, last_metrics)
+    last_metrics = _evaluate(experiment, state, workdir, start, reporter)
   elif start >= tcfg.num_steps:
     reporter.message(f"Training already finished at step {start}; "
                      f"see {os.path.join(workdir, 'eval_metrics.jsonl')}.")
@@ -152,17 +204,19 @@ def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, s
 
 
 def evaluate_latest(experiment, workdir: str) -> dict:
-  """Restores the latest checkpoint in ``workdir`` and evaluates it."""
+  """Restores the latest checkpoint in ``workdir`` and evaluates it (``--mode=eval``)."""
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=experiment.config.train.keep_checkpoints)
-  if checkpointer.latest_step() is None:
-    raise FileNotFoundError(
-        f"--mode=eval found no checkpoint under {checkpointer.directory}; "
-        f"train first with --mode=train and the same --workdir.")
-  state, _ = init_or_restore(experiment, workdir, checkpointer)
+  try:
+    if checkpointer.latest_step() is None:
+      raise FileNotFoundError(
+          f"--mode=eval found no checkpoint under {checkpointer.directory}; "
+          f"train first with --mode=train and the same --workdir.")
+    state = restore(experiment, checkpointer)
+  finally:
+    checkpointer.close()
   step = int(jax.device_get(state.step))
   reporter = Reporter(workdir, total_steps=0, start_step=0, progress=False)
-  metrics = experiment.evaluate(state, workdir=workdir, step=step)
-  reporter.eval_line(step, metrics)
-  reporter.close()
-  checkpointer.close()
-  return metrics
+  try:
+    return _evaluate(experiment, state, workdir, step, reporter)
+  finally:
+    reporter.close()

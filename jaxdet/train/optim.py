@@ -10,9 +10,14 @@ papers) weight decay, a linear warm-up and step decay::
 rule of Goyal et al.), so changing ``config.train.batch_size`` keeps the recipe.
 Parameters labelled 'frozen' (frozen backbone stages) get no update and no
 weight decay.
+
+The optax transformation returned here gives the update *direction* only; the learning rate
+of the loop step is applied by ``NetworkState.apply_gradients``, so schedules count loop steps
+(data position), not optimizer updates (a GAN network updated every other step, say).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -40,8 +45,15 @@ def learning_rate_schedule(optim_cfg, global_batch: int) -> Callable[[jax.Array]
   return schedule
 
 
-def make_optimizer(optim_cfg, global_batch: int, param_labels: Any = None):
-  """Returns (optax transformation, schedule).
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """One network's optimizer: ``tx`` (optax, no learning rate) and ``schedule(loop_step)``."""
+  tx: optax.GradientTransformation
+  schedule: Callable[[jax.Array], jax.Array]
+
+
+def make_optimizer(optim_cfg, global_batch: int, param_labels: Any = None) -> Optimizer:
+  """Returns the ``Optimizer`` of ``config.optim`` (or any group with the same keys).
 
   Args:
     optim_cfg: ``config.optim`` (name, base_lr, base_batch, momentum,
@@ -57,14 +69,17 @@ def make_optimizer(optim_cfg, global_batch: int, param_labels: Any = None):
   if optim_cfg.name == "sgd":
     if optim_cfg.weight_decay > 0:
       chain.append(optax.add_decayed_weights(optim_cfg.weight_decay))
-    chain.append(optax.sgd(schedule, momentum=optim_cfg.momentum or None))
+    if optim_cfg.momentum:
+      chain.append(optax.trace(decay=optim_cfg.momentum))
   elif optim_cfg.name == "adam":
-    chain.append(optax.adamw(schedule, b1=optim_cfg.beta1, b2=optim_cfg.beta2,
-                             weight_decay=optim_cfg.weight_decay))
+    # optax.adamw without its final scale_by_learning_rate.
+    chain.append(optax.scale_by_adam(b1=optim_cfg.beta1, b2=optim_cfg.beta2))
+    if optim_cfg.weight_decay > 0:
+      chain.append(optax.add_decayed_weights(optim_cfg.weight_decay))
   else:
     raise ValueError(f"config.optim.name={optim_cfg.name!r}: use 'sgd' or 'adam'.")
-  tx = optax.chain(*chain)
+  tx = optax.chain(*chain) if chain else optax.identity()
   if param_labels is not None:
     tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()},
                                param_labels)
-  return tx, schedule
+  return Optimizer(tx=tx, schedule=schedule)

@@ -1,12 +1,17 @@
-"""The train state: one pytree holding everything a resumed run needs.
+"""Train state: what the loop owns, and one network's parameters with its optimizer.
 
-Parameters, non-parameter model state (BatchNorm statistics), optimizer state,
-the step, the RNG key and ``extra`` (experiment state that is not a parameter:
-ALWA weights and loss window, BEGAN k_t, ...) live together, so one orbax
-checkpoint restores the exact trajectory. The data position is the step itself
-(the loader is a pure function of the global step). Non-finite losses are
-recorded on device (``first_nonfinite_step``) and checked on the host at log
-and checkpoint time, so a bad step never reaches a checkpoint.
+``LoopState`` is the one pytree a checkpoint holds. The loop owns its ``step`` (which drives
+the data position and every learning-rate schedule), the run ``rng`` (folded with the step
+for per-step randomness) and the non-finite guard; ``experiment`` is whatever pytree the
+experiment keeps, e.g. a single ``NetworkState`` for a detector, or
+``{"G": NetworkState, "D": NetworkState, "k_t": scalar}`` for a GAN.
+
+``NetworkState`` is one network: its parameters, non-parameter collections (BatchNorm
+statistics) and its own optax state. ``apply_gradients`` updates only that network, so an
+alternating GAN step that updates G returns D's params *and* optimizer state untouched (no
+zero-gradient update that still moves D through momentum or weight decay). The learning
+rate comes from the loop step, not from an optimizer update count: a network updated every
+other step still follows the schedule in loop steps.
 """
 from __future__ import annotations
 
@@ -16,38 +21,42 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from jaxdet.train.optim import Optimizer
+
 
 @flax.struct.dataclass
-class TrainState:
-  step: jax.Array
+class NetworkState:
   params: Any
   model_state: Any
   opt_state: Any
-  rng: jax.Array
-  extra: Any
-  first_nonfinite_step: jax.Array
 
   @classmethod
-  def create(cls, *, params, model_state, tx, rng, extra=None):
-    """A fresh state at step 0. The optax transformation ``tx`` is not stored:
-    the experiment owns it (a GAN has one per network) and passes it to
-    ``apply_gradients``."""
-    return cls(step=jnp.zeros((), jnp.int32), params=params,
-               model_state=model_state, opt_state=tx.init(params), rng=rng,
-               extra=extra if extra is not None else {},
-               first_nonfinite_step=jnp.full((), -1, jnp.int32))
+  def create(cls, *, params, optimizer: Optimizer, model_state=None) -> "NetworkState":
+    return cls(params=params, model_state=model_state if model_state is not None else {},
+               opt_state=optimizer.tx.init(params))
 
-  def apply_gradients(self, tx, grads, *, loss, **updates):
-    """One optimizer update; records the step if ``loss`` is not finite."""
-    param_updates, opt_state = tx.update(grads, self.opt_state, self.params)
-    params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), self.params, param_updates)
-    bad = ~jnp.isfinite(loss)
-    first_bad = jnp.where((self.first_nonfinite_step < 0) & bad, self.step,
-                          self.first_nonfinite_step)
-    return self.replace(step=self.step + 1, params=params, opt_state=opt_state,
-                        first_nonfinite_step=first_bad, **updates)
+  def apply_gradients(self, optimizer: Optimizer, grads, step, **updates) -> "NetworkState":
+    """One update: ``params - lr(step) * direction(grads)``.
+
+    ``optimizer.tx`` gives the update direction (momentum, Adam moments, weight decay,
+    clipping, frozen parameters) without the learning rate; the rate of loop step ``step`` is
+    applied here, as the last transformation, exactly as optax's ``scale_by_learning_rate``.
+    """
+    direction, opt_state = optimizer.tx.update(grads, self.opt_state, self.params)
+    step_size = -1 * optimizer.schedule(step)
+    params = jax.tree.map(lambda p, u: p + (jnp.array(step_size, dtype=u.dtype) * u).astype(p.dtype),
+                          self.params, direction)
+    return self.replace(params=params, opt_state=opt_state, **updates)
 
 
-def step_rng(state: TrainState) -> jax.Array:
-  """Per-step randomness: the run key folded with the step (big_vision style)."""
-  return jax.random.fold_in(state.rng, state.step)
+@flax.struct.dataclass
+class LoopState:
+  step: jax.Array
+  rng: jax.Array
+  first_nonfinite_step: jax.Array
+  experiment: Any
+
+  @classmethod
+  def create(cls, experiment_state, rng) -> "LoopState":
+    return cls(step=jnp.zeros((), jnp.int32), rng=rng,
+               first_nonfinite_step=jnp.full((), -1, jnp.int32), experiment=experiment_state)

@@ -43,7 +43,7 @@ def _run_scenario(args, env):
 def test_training_on_one_batch_reduces_the_loss(data_root):
   from jaxdet.experiments import registry
   from jaxdet.train import sharding as shard_lib
-  from jaxdet.train.loop import init_or_restore
+  from jaxdet.train.loop import init_or_restore, make_step
 
   class NoCheckpoints:
     def latest_step(self):
@@ -52,8 +52,8 @@ def test_training_on_one_batch_reduces_the_loss(data_root):
   cfg = tiny.tiny_config(data_root, **{"optim.base_lr": 0.02})
   mesh = shard_lib.make_mesh()
   exp = registry.build(cfg, mesh)
-  state, shardings = init_or_restore(exp, "", NoCheckpoints())
-  step = jax.jit(exp.train_step, donate_argnums=0,
+  state, shardings = init_or_restore(exp, NoCheckpoints())
+  step = jax.jit(make_step(exp), donate_argnums=0,
                  out_shardings=(shardings, shard_lib.replicated(mesh)))
   batch = shard_lib.to_global(next(exp.train_batches(0)), mesh)
   losses = []
@@ -147,9 +147,16 @@ def test_kill_and_rerun_resumes_to_the_same_result(tmp_path, data_root, referenc
 
 
 def test_eval_mode_reproduces_the_final_evaluation(reference_run, data_root):
-  out = subprocess.run(_main(reference_run, data_root, "--mode=eval"), env=_env(),
+  with open(os.path.join(reference_run, "config.json")) as f:
+    train_config = f.read()
+  out = subprocess.run(_main(reference_run, data_root, "--mode=eval",
+                             "--config.eval.score_threshold=0.05"), env=_env(),
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
+  # The training run's config stays as it was; eval writes its own.
+  with open(os.path.join(reference_run, "config.json")) as f:
+    assert f.read() == train_config
+  assert os.path.exists(os.path.join(reference_run, "config.eval.json"))
   with open(os.path.join(reference_run, "eval_metrics.jsonl")) as f:
     lines = [json.loads(l) for l in f.read().splitlines()]
   assert lines[-1]["step"] == lines[-2]["step"] == 8
@@ -190,3 +197,46 @@ def test_robustness_mode_reports_ap50_per_corruption(reference_run, data_root):
   np.testing.assert_allclose(result["AP50"]["clean"], _final_eval(reference_run)["AP50"],
                              atol=1e-9)
   assert all(0.0 <= v <= 1.0 for v in result["AP50"].values())
+
+
+def test_load_trained_gives_the_detections_of_eval_mode(reference_run, data_root, tmp_path):
+  """A finished run rebuilt by load_trained (classes from the checkpoint, training data not
+  opened) detects exactly what --mode=eval wrote."""
+  import shutil
+  from jaxdet.experiments.trained import load_trained
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference_run, workdir)
+  # The 8-step model scores below the default threshold: keep every detection.
+  out = subprocess.run(_main(workdir, data_root, "--mode=eval",
+                             "--config.eval.score_threshold=0.0"), env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  run = load_trained(workdir)
+  assert run.step == 8
+  run.experiment.config.eval.score_threshold = 0.0
+  run.experiment.config.data.train_json = "/nonexistent/train.json"  # never read
+  results = run.experiment.detect(run.state, run.experiment.eval_batches())
+  with open(os.path.join(workdir, "detections_step8.json")) as f:
+    written = json.load(f)
+  assert len(results) == len(written) > 0
+  key = lambda d: (d["image_id"], -d["score"], d["category_id"], tuple(d["bbox"]))
+  for got, want in zip(sorted(results, key=key), sorted(written, key=key)):
+    assert got["image_id"] == want["image_id"] and got["category_id"] == want["category_id"]
+    np.testing.assert_allclose(got["bbox"], want["bbox"], rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(got["score"], want["score"], rtol=1e-6)
+  assert run.experiment._train_source is None  # the training data was never opened
+
+
+def test_load_trained_errors_say_what_to_run(tmp_path, reference_run):
+  import shutil
+  from jaxdet.experiments.trained import load_trained
+  with pytest.raises(FileNotFoundError, match="python -m jaxdet.main"):
+    load_trained(str(tmp_path / "missing"))
+  partial = tmp_path / "partial"
+  shutil.copytree(reference_run, partial)
+  shutil.rmtree(partial / "checkpoints" / "8")
+  with pytest.raises(RuntimeError, match=r"stopped at step 6 of 8.*rerunning the same command"):
+    load_trained(str(partial))
+  assert load_trained(str(partial), step=6).step == 6
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint at step 3"):
+    load_trained(str(partial), step=3)

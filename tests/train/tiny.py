@@ -43,7 +43,7 @@ def one_step_loss(data_root: str) -> dict:
   import numpy as np
   from jaxdet.experiments import registry
   from jaxdet.train import sharding as shard_lib
-  from jaxdet.train.loop import init_or_restore
+  from jaxdet.train.loop import init_or_restore, make_step
 
   class NoCheckpoints:
     def latest_step(self):
@@ -52,12 +52,12 @@ def one_step_loss(data_root: str) -> dict:
   cfg = tiny_config(data_root, **{"train.batch_size": 8})
   mesh = shard_lib.make_mesh()
   exp = registry.build(cfg, mesh)
-  state, shardings = init_or_restore(exp, "", NoCheckpoints())
-  step = jax.jit(exp.train_step, out_shardings=(shardings, shard_lib.replicated(mesh)))
+  state, shardings = init_or_restore(exp, NoCheckpoints())
+  step = jax.jit(make_step(exp), out_shardings=(shardings, shard_lib.replicated(mesh)))
   batch = shard_lib.to_global(next(exp.train_batches(0)), mesh)
   state, metrics = step(state, batch)
   state, metrics2 = step(state, shard_lib.to_global(next(exp.train_batches(1)), mesh))
-  leaves = jax.tree.leaves(shard_lib.to_host(state.params))
+  leaves = jax.tree.leaves(shard_lib.to_host(state.experiment["net"].params))
   return {"loss": float(metrics["loss"]), "loss2": float(metrics2["loss"]),
           "checksum": float(sum(np.abs(l).sum() for l in leaves)),
           "devices": jax.device_count(), "processes": jax.process_count()}

@@ -1,9 +1,9 @@
-"""Tests for jaxdet.evaluation.robustness (AP-loss Table 3 corruptions)."""
+"""Tests for jaxdet.data.corruptions (AP-loss Table 3 corruptions)."""
 
 import numpy as np
 import pytest
 
-from jaxdet.evaluation import robustness as R
+from jaxdet.data import corruptions as R
 
 
 def textured(h=60, w=80, seed=0):

@@ -1,0 +1,219 @@
+"""What every box detector shares: classes, data, detection, evaluation, predict, robustness.
+
+``DetectionExperiment`` is the base of RetinaNet (and of Faster R-CNN and SSD to come). A
+subclass builds its network and implements ``init``, ``train_step`` and
+``predict_fn(net, images, image_hw) -> Detections`` (padded boxes in resized-image pixels,
+scores, contiguous classes, ``num_valid``, as ``jaxdet.ops.postprocess``); this class turns
+those into COCO results in original image coordinates and the dataset's category ids, runs
+COCO (and VOC) evaluation, and provides the ``predict`` and ``robustness`` modes.
+
+The experiment state is a dict whose ``"net"`` entry is the detector's ``NetworkState``
+(other entries: e.g. ALWA's state). The classes come from the training data, or from the
+``metadata`` of a checkpoint (``{"categories": {"ids": [...], "names": [...]}}``), so a
+finished run is rebuilt for evaluation or as another method's baseline without opening its
+training data; the val data is opened on first use.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdet.data import factory
+from jaxdet.data.detection_loader import DetectionLoader
+from jaxdet.evaluation import coco as coco_eval
+from jaxdet.experiments.base import Experiment
+from jaxdet.experiments.defaults import detector_defaults
+from jaxdet.train import sharding as shard_lib
+from jaxdet.train.state import NetworkState
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class Categories:
+  """Contiguous class ``c`` <-> the dataset's ``ids[c]`` and ``names[c]``."""
+
+  def __init__(self, ids, names):
+    self.ids, self.names = [int(i) for i in ids], [str(n) for n in names]
+    if len(self.ids) != len(self.names) or not self.ids:
+      raise ValueError(f"Categories need one name per id, at least one; got {len(self.ids)} "
+                       f"ids and {len(self.names)} names.")
+
+  def __len__(self):
+    return len(self.ids)
+
+  def to_json(self) -> dict:
+    return {"ids": self.ids, "names": self.names}
+
+
+class DetectionExperiment(Experiment):
+  progress_metrics = ("loss", "cls_loss", "reg_loss", "lr")
+
+  def __init__(self, config, mesh, *, metadata: Mapping[str, Any] | None = None,
+               train_source=None):
+    """``train_source`` overrides config.data's train split (benchmarks, notebooks)."""
+    super().__init__(config, mesh)
+    c = config
+    if c.model.dtype not in DTYPES:
+      raise ValueError(f"config.model.dtype={c.model.dtype!r}: use one of {sorted(DTYPES)}.")
+    self._train_source = train_source
+    self._val_source = None
+    if metadata and "categories" in metadata:
+      self.categories = Categories(**metadata["categories"])
+    else:
+      self.categories = Categories(self.train_source.category_ids, self.train_source.class_names)
+    self.num_classes = len(self.categories)
+    d = c.data
+    self.image_size = tuple(int(s) for s in d.image_size)
+    # Evaluation may use another resize/pad than training (AP-loss: 512x512 train, short
+    # side 600 test).
+    self.eval_image_size = tuple(int(s) for s in d.eval_image_size) or self.image_size
+    self.eval_resize = (d.eval_short_side or d.short_side, d.eval_max_side or d.max_side)
+    self.local_batch = shard_lib.check_global_batch_size(c.train.batch_size, mesh)
+    self._mean = np.asarray(d.pixel_mean, np.float32) * 255.0
+    self._std = np.asarray(d.pixel_std, np.float32) * 255.0
+    self._predict = jax.jit(self.predict_fn)
+
+  @classmethod
+  def config_schema(cls):
+    return detector_defaults()
+
+  @classmethod
+  def modes(cls) -> tuple[str, ...]:
+    return ("train", "eval", "predict", "robustness")
+
+  def run_mode(self, mode: str, workdir: str) -> dict:
+    if mode == "predict":
+      from jaxdet.experiments import detection_modes
+      return detection_modes.predict_folder(self, workdir)
+    if mode == "robustness":
+      from jaxdet.experiments import detection_modes
+      return detection_modes.evaluate_robustness(self, workdir)
+    return super().run_mode(mode, workdir)
+
+  def metadata(self) -> dict:
+    return {"categories": self.categories.to_json()}
+
+  # ---- data --------------------------------------------------------------------------------
+  @property
+  def train_source(self):
+    if self._train_source is None:
+      self._train_source = factory.make_source(self.config.data, "train")
+    return self._train_source
+
+  @property
+  def val_source(self):
+    if self._val_source is None:
+      self._val_source = factory.make_source(self.config.data, "val")
+      if self.config.eval.max_images > 0:
+        self._val_source = factory.Subset(self._val_source, self.config.eval.max_images)
+    return self._val_source
+
+  def normalize(self, images_uint8):
+    return (images_uint8.astype(jnp.float32) - self._mean) / self._std
+
+  def train_batches(self, start_step: int):
+    d = self.config.data
+    return iter(DetectionLoader(
+        self.train_source, batch_size=self.local_batch, image_size=self.image_size,
+        short_side=d.short_side, max_side=d.max_side, max_boxes=d.max_boxes, train=True,
+        seed=self.config.seed, hflip=d.hflip, scale_jitter=tuple(d.scale_jitter),
+        num_workers=d.num_workers, process_index=jax.process_index(),
+        process_count=jax.process_count(), start_step=start_step))
+
+  def eval_batches(self, source=None, batch_size=None, transform=None):
+    d = self.config.data
+    bs = batch_size or self.config.eval.batch_size
+    return DetectionLoader(
+        source or self.val_source, batch_size=max(bs // jax.process_count(), 1),
+        image_size=self.eval_image_size, short_side=self.eval_resize[0],
+        max_side=self.eval_resize[1], max_boxes=d.max_boxes, train=False,
+        seed=self.config.seed, hflip=False, scale_jitter=(1.0, 1.0),
+        num_workers=d.num_workers, process_index=jax.process_index(),
+        process_count=jax.process_count(), image_transform=transform)
+
+  # ---- weights -------------------------------------------------------------------------------
+  def load_pretrained(self, state):
+    """Loads config.model.pretrained (an .npz of backbone weights) into fresh params."""
+    path = self.config.model.pretrained
+    if not path:
+      return state
+    if not os.path.exists(path):
+      raise FileNotFoundError(
+          f"config.model.pretrained={path!r} does not exist. Convert ImageNet weights to .npz "
+          f"(see jaxdet.models.weights) or set --config.model.pretrained='' to train from scratch.")
+    from jaxdet.models import weights
+    net: NetworkState = state["net"]
+    variables = {"params": net.params, **net.model_state}
+    variables = weights.load_backbone_weights(jax.device_get(variables), path)
+    variables = jax.device_put(variables, shard_lib.replicated(self.mesh))
+    params = variables.pop("params")
+    return {**state, "net": NetworkState.create(params=params, model_state=variables,
+                                                optimizer=self.optimizer)}
+
+  # ---- inference -----------------------------------------------------------------------------
+  def predict_fn(self, net: NetworkState, images, image_hw):
+    """Pure: uint8 images [B, H, W, 3] -> padded ``Detections`` in resized-image pixels."""
+    raise NotImplementedError
+
+  def detect(self, state, loader) -> list[dict]:
+    """Runs the detector over ``loader``; returns COCO-style results (original coords)."""
+    results = []
+    category_ids = self.categories.ids
+    for local in loader:
+      batch = shard_lib.to_global({"images": local["images"], "image_hw": local["image_hw"]},
+                                  self.mesh)
+      dets = shard_lib.to_host(self._predict(state["net"], batch["images"], batch["image_hw"]))
+      host = shard_lib.to_host({k: local[k] for k in ("image_id", "scale", "example_valid")})
+      keep = host["example_valid"]
+      boxes = dets.boxes / host["scale"][:, None, None]
+      results += coco_eval.detections_to_coco(
+          host["image_id"][keep], boxes[keep], dets.scores[keep], dets.classes[keep],
+          dets.num_valid[keep], category_ids)
+    return results
+
+  def evaluate(self, state, *, workdir: str, step: int, transform=None, tag: str = "") -> dict:
+    """COCO AP (and VOC mAP50 with config.eval.voc_metrics) on the val split; the result file
+    is kept as ``<workdir>/detections<tag>_step<step>.json``."""
+    results = self.detect(state, self.eval_batches(transform=transform))
+    metrics = {}
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      result_file = os.path.join(workdir, f"detections{tag}_step{step}.json")
+      gt = self.val_source.coco
+      metrics = coco_eval.evaluate_coco(gt, results, result_file=result_file,
+                                        image_ids=self.val_source.image_ids)
+      if self.config.eval.voc_metrics:
+        from jaxdet.evaluation import voc
+        for use07, name in ((True, "mAP50_voc07"), (False, "mAP50_area")):
+          metrics[name] = voc.evaluate_voc_from_coco(
+              gt, results, use_07_metric=use07, image_ids=self.val_source.image_ids)["mAP"]
+    return metrics
+
+  def eval_images(self, state, *, step: int) -> dict[str, np.ndarray]:
+    """The first ``config.eval.log_images`` val images with their detections drawn, as one
+    grid (TensorBoard ``images/detections`` and ``<workdir>/images/``)."""
+    n = min(int(self.config.eval.log_images), len(self.val_source))
+    if n <= 0:
+      return {}
+    from jaxdet import visualize
+    from jaxdet.data.factory import Subset
+    source = Subset(self.val_source, n)
+    results = self.detect(state, self.eval_batches(source=source))
+    if jax.process_index() != 0:
+      return {}
+    names = dict(zip(self.categories.ids, self.categories.names))
+    tiles = []
+    for i in range(n):
+      image_id = source.image_ids[i]
+      dets = [r for r in results if r["image_id"] == image_id]
+      tiles.append(np.asarray(visualize.draw_detections(
+          source[i].image, dets, names, self.config.predict.draw_threshold)))
+    size = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
+    tiles = [np.pad(t, ((0, size[0] - t.shape[0]), (0, size[1] - t.shape[1]), (0, 0)))
+             for t in tiles]
+    return {"detections": visualize.image_grid(tiles, columns=min(n, 4))}
+
