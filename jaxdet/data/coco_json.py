@@ -5,16 +5,24 @@ the field at fault), converts ``[x, y, w, h]`` to absolute ``xyxy`` (``x2 = x + 
 maps category ids to contiguous classes ``0..C-1`` (sorted by id) and decodes images lazily with
 PIL (``convert('RGB')``, so grayscale / palette / RGBA files are fine).
 
-Box cleaning (training targets only; ``.coco`` keeps the original annotations for evaluation):
+Box cleaning (``clean_boxes``), one rule for training examples *and* the evaluation ground truth
+``.coco`` (so a box that is not a training target cannot lower AP either):
 
 * a box with ``w < min_box_size`` or ``h < min_box_size`` (default 1 px; negative sizes included)
   is *degenerate* and dropped;
 * a box reaching outside the image is clipped to it; if what is left is degenerate (e.g. it lay
-  entirely outside) it is dropped as *outside*.
+  entirely outside) it is dropped as *outside*;
+* crowd objects (``iscrowd=1``) go through the same rule and stay flagged: left out of training
+  examples by default (``drop_crowd``), kept in ``.coco`` as ``iscrowd=1`` (ignored by COCOeval).
 
-Every case is counted in ``.stats``. Images without objects are kept. No paper equation here: this
-feeds the COCO experiments of AP-loss (Chen et al. §4.1.2), consistent optimization (Kong et al.
-§6), ALWA (Yu et al. §4.1) and MTGAN (§4.1).
+Every case is counted in ``.stats``, over the kept images (after ``skip_bad_images``):
+``annotations`` (all annotations of those images) = ``boxes_kept`` + ``boxes_dropped_degenerate``
++ ``boxes_dropped_outside``; ``crowd`` counts the kept crowd objects (part of ``boxes_kept``);
+``boxes_clipped`` the kept boxes that were clipped; ``images_without_objects`` the images without a
+kept non-crowd object. ``jaxdet.data.report.source_report`` summarises a source from these. Images
+without objects are kept. No paper equation here: this feeds the COCO experiments of AP-loss
+(Chen et al. §4.1.2), consistent optimization (Kong et al. §6), ALWA (Yu et al. §4.1) and MTGAN
+(§4.1).
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -42,6 +51,49 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
   """Decodes an image file to ``uint8 [H, W, 3]`` RGB (raises OSError / ValueError on failure)."""
   with Image.open(path) as img:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _xyxy(bbox) -> list[float]:
+  x, y, w, h = (float(v) for v in bbox)
+  return [x, y, x + w, y + h]
+
+
+class BoxCleaning(NamedTuple):
+  """Result of ``clean_boxes`` for ``n`` input boxes (masks are ``bool [n]``)."""
+
+  boxes: np.ndarray  # float64 [n, 4] xyxy clipped to the image (meaningful where ``keep``)
+  keep: np.ndarray
+  degenerate: np.ndarray
+  outside: np.ndarray
+  clipped: np.ndarray  # kept boxes that were clipped
+
+
+def clean_boxes(boxes, width, height, min_box_size: float = 1.0, *, wh=None,
+                tol: float = 0.0) -> BoxCleaning:
+  """The box-cleaning rule shared by every source (see the module docstring).
+
+  Args:
+    boxes: ``[n, 4]`` absolute ``xyxy``.
+    width, height: image size, scalars or ``[n]`` (one per box).
+    min_box_size: boxes (before and after clipping) narrower or lower than this are dropped.
+    wh: optional ``[n, 2]`` annotated widths / heights used for the degenerate test instead of
+      ``x2 - x1`` / ``y2 - y1`` (COCO ``bbox[2:]``, exact without float rounding).
+    tol: slack in pixels for boxes that went through a lossy conversion (TFDS' normalised float32
+      coordinates): the size tests use ``min_box_size - tol`` and a coordinate only counts as
+      clipped if it moved by more than ``tol``.
+  """
+  b = np.asarray(boxes, np.float64).reshape(-1, 4)
+  wh = b[:, 2:] - b[:, :2] if wh is None else np.asarray(wh, np.float64).reshape(-1, 2)
+  m = float(min_box_size) - float(tol)
+  w_img = np.broadcast_to(np.asarray(width, np.float64), (len(b),))
+  h_img = np.broadcast_to(np.asarray(height, np.float64), (len(b),))
+  lim = np.stack([w_img, h_img, w_img, h_img], axis=1)
+  c = np.minimum(np.maximum(b, 0.0), lim)
+  degenerate = (wh[:, 0] < m) | (wh[:, 1] < m)
+  outside = ~degenerate & (((c[:, 2] - c[:, 0]) < m) | ((c[:, 3] - c[:, 1]) < m))
+  keep = ~degenerate & ~outside
+  clipped = keep & (np.abs(c - b) > tol).any(axis=1)
+  return BoxCleaning(c, keep, degenerate, outside, clipped)
 
 
 def _is_number(v) -> bool:
@@ -64,8 +116,10 @@ class CocoJsonSource:
       and the count is printed. An image that still fails to decode later is replaced by a black
       image without objects (counted in ``stats['bad_images_at_read']``, with a warning).
       If False, an unreadable image raises an error naming the file when it is read.
+      ``skipped_files`` lists the ``file_name`` of the skipped images.
     drop_crowd: drop ``iscrowd=1`` objects from training examples (they stay in ``.coco``).
-    min_box_size: boxes narrower or lower than this (pixels) are dropped as degenerate.
+    min_box_size: boxes narrower or lower than this (pixels) are dropped as degenerate, from the
+      training examples and from ``.coco`` alike.
   """
 
   def __init__(self, annotation_file, image_dir, *, skip_bad_images: bool = False,
@@ -87,6 +141,7 @@ class CocoJsonSource:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise ValueError(f"{self.annotation_file}: not valid JSON ({e}).") from e
     self._lock = threading.Lock()
+    self.skipped_files: list[str] = []
     self.stats = {
         "images": 0, "annotations": 0, "boxes_kept": 0, "boxes_clipped": 0,
         "boxes_dropped_degenerate": 0, "boxes_dropped_outside": 0, "crowd": 0,
@@ -95,9 +150,16 @@ class CocoJsonSource:
     self._parse(data)
     if self.skip_bad_images:
       self._drop_bad_images()
-    self.stats["images"] = len(self._images)
-    self.stats["images_without_objects"] = sum(
-        int((~c).sum() == 0) if self.drop_crowd else int(len(c) == 0) for c in self._crowd)
+    self._update_stats()
+
+  def _update_stats(self) -> None:
+    st = self.stats
+    for key, per_image in self._counts.items():
+      st[key] = int(per_image.sum())
+    st["images"] = len(self._images)
+    st["crowd"] = int(sum(int(c.sum()) for c in self._crowd))
+    st["boxes_kept"] = int(sum(len(c) for c in self._crowd))
+    st["images_without_objects"] = int(sum(int(not (~c).any()) for c in self._crowd))
 
   # ------------------------------------------------------------------ parsing / validation
   def _err(self, what: str) -> ValueError:
@@ -143,7 +205,7 @@ class CocoJsonSource:
       index_of[iid] = len(images)
       images.append(im)
 
-    per_image = [[] for _ in images]
+    ann_img, ann_bbox, ann_cls, ann_crowd = [], [], [], []
     for k, a in enumerate(anns):
       if not isinstance(a, dict):
         raise self._err(f"annotation #{k}: must be an object, got {a!r}.")
@@ -161,36 +223,41 @@ class CocoJsonSource:
       crowd = a.get("iscrowd", 0)
       if crowd not in (0, 1, True, False):
         raise self._err(f"{where}: field 'iscrowd' must be 0 or 1, got {crowd!r}.")
-      per_image[index_of[iid]].append((bbox, cat_to_class[a["category_id"]], bool(crowd)))
+      ann_img.append(index_of[iid])
+      ann_bbox.append(bbox)
+      ann_cls.append(cat_to_class[a["category_id"]])
+      ann_crowd.append(bool(crowd))
 
     self._data = data
     self._images = images
-    self._boxes, self._classes, self._crowd = [], [], []
-    st = self.stats
-    st["annotations"] = len(anns)
-    for im, objs in zip(images, per_image):
-      w_img, h_img = float(im["width"]), float(im["height"])
-      boxes, classes, crowd = [], [], []
-      for (x, y, w, h), c, is_crowd in objs:
-        st["crowd"] += int(is_crowd)
-        if w < self.min_box_size or h < self.min_box_size:
-          st["boxes_dropped_degenerate"] += 1
-          continue
-        x1, y1, x2, y2 = x, y, x + w, y + h
-        cx1, cy1 = min(max(x1, 0.0), w_img), min(max(y1, 0.0), h_img)
-        cx2, cy2 = min(max(x2, 0.0), w_img), min(max(y2, 0.0), h_img)
-        if cx2 - cx1 < self.min_box_size or cy2 - cy1 < self.min_box_size:
-          st["boxes_dropped_outside"] += 1
-          continue
-        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
-          st["boxes_clipped"] += 1
-        boxes.append((cx1, cy1, cx2, cy2))
-        classes.append(c)
-        crowd.append(is_crowd)
-        st["boxes_kept"] += 1
-      self._boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
-      self._classes.append(np.asarray(classes, np.int32))
-      self._crowd.append(np.asarray(crowd, bool))
+    n_img = len(images)
+    ann_img = np.asarray(ann_img, np.int64)
+    xywh = np.asarray(ann_bbox, np.float64).reshape(-1, 4)
+    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    size = np.asarray([(float(im["width"]), float(im["height"])) for im in images],
+                      np.float64).reshape(-1, 2)[ann_img]
+    cl = clean_boxes(xyxy, size[:, 0], size[:, 1], self.min_box_size, wh=xywh[:, 2:])
+    ann_crowd = np.asarray(ann_crowd, bool)
+    # Per-image counts (re-indexed when bad images are skipped; ``.stats`` sums them).
+    self._counts = {
+        "annotations": np.bincount(ann_img, minlength=n_img),
+        "boxes_dropped_degenerate": np.bincount(ann_img[cl.degenerate], minlength=n_img),
+        "boxes_dropped_outside": np.bincount(ann_img[cl.outside], minlength=n_img),
+        "boxes_clipped": np.bincount(ann_img[cl.clipped], minlength=n_img),
+    }
+    kept = np.flatnonzero(cl.keep)
+    kept = kept[np.argsort(ann_img[kept], kind="stable")]  # by image, file order within one
+    ends = np.cumsum(np.bincount(ann_img[kept], minlength=n_img)).tolist()
+    bounds = list(zip([0] + ends[:-1], ends))
+
+    def split(values):  # one array per image
+      return [values[a:b] for a, b in bounds]
+
+    self._boxes = split(cl.boxes[kept].astype(np.float32).reshape(-1, 4))
+    self._classes = split(np.asarray(ann_cls, np.int32)[kept])
+    self._crowd = split(ann_crowd[kept])
+    self._ann_index = split(kept)  # index into data['annotations'] of each kept box
+    self._clipped = split(cl.clipped[kept])
 
   def _check_image(self, k: int) -> str | None:
     im = self._images[k]
@@ -212,10 +279,14 @@ class CocoJsonSource:
     if not bad:
       return
     keep = [k for k, p in enumerate(problems) if p is None]
+    self.skipped_files = [self._images[k]["file_name"] for k in bad]
     self._images = [self._images[k] for k in keep]
     self._boxes = [self._boxes[k] for k in keep]
     self._classes = [self._classes[k] for k in keep]
     self._crowd = [self._crowd[k] for k in keep]
+    self._ann_index = [self._ann_index[k] for k in keep]
+    self._clipped = [self._clipped[k] for k in keep]
+    self._counts = {key: v[keep] for key, v in self._counts.items()}
     self.stats["bad_images_skipped"] = len(bad)
     print(f"CocoJsonSource({self.annotation_file.name}): skipped {len(bad)} unreadable image(s) "
           f"of {len(problems)}; first: {problems[bad[0]]}")
@@ -230,6 +301,17 @@ class CocoJsonSource:
 
   def image_path(self, index: int) -> Path:
     return self.image_dir / self._images[index]["file_name"]
+
+  def annotation_summary(self) -> dict:
+    """Per-image object counts without decoding anything (``jaxdet.data.report`` uses it).
+
+    ``image_ids``, ``file_names`` (lists), ``objects`` / ``crowd`` (int arrays: kept non-crowd
+    and kept crowd objects of each image, in source order).
+    """
+    crowd = np.asarray([int(c.sum()) for c in self._crowd], np.int64)
+    total = np.asarray([len(c) for c in self._crowd], np.int64)
+    return {"image_ids": self.image_ids, "file_names": [im["file_name"] for im in self._images],
+            "objects": total - crowd, "crowd": crowd}
 
   def annotation(self, index: int) -> DetectionExample:
     """Example ``index`` without decoding the image (all objects, crowd flagged)."""
@@ -253,7 +335,8 @@ class CocoJsonSource:
       msg = (f"Cannot read image '{path}' (image id={ann.image_id} of '{self.annotation_file}'): "
              f"{type(e).__name__}: {e}")
       if not self.skip_bad_images:
-        raise OSError(msg + ". Hint: fix or remove the file, or pass skip_bad_images=True.") from e
+        raise OSError(msg + ". Hint: fix or remove the file, or rerun with "
+                      "--config.data.skip_bad_images=True to skip unreadable images.") from e
       with self._lock:
         self.stats["bad_images_at_read"] += 1
       warnings.warn(msg + "; using a black image without objects instead.", RuntimeWarning)
@@ -267,24 +350,34 @@ class CocoJsonSource:
   # ------------------------------------------------------------------ evaluation ground truth
   @functools.cached_property
   def coco(self):
-    """pycocotools ``COCO`` ground truth of the kept images, built once, silently.
+    """pycocotools ``COCO`` ground truth of the kept images and the kept (cleaned) boxes, built
+    once, silently.
 
-    Uses the original annotations (unclipped, crowd included); missing ``area`` / ``iscrowd`` /
-    ``id`` fields are filled (``w*h``, 0, running number) so that ``COCOeval`` works.
+    Exactly the objects of ``annotation(i)`` (module docstring: degenerate / outside boxes left
+    out, boxes clipped to the image, crowd objects kept as ``iscrowd=1``); every other field of an
+    annotation (``id``, ``segmentation``, ...) is kept. ``bbox`` is the cleaned box; ``area`` is
+    the file's value unless the box was clipped or the field is missing (then ``w*h`` of the
+    cleaned box); missing ``iscrowd`` / ``id`` are filled (0, running number) so that ``COCOeval``
+    works.
     """
     from pycocotools.coco import COCO
 
-    kept = set(self.image_ids)
+    src_anns = self._data.get("annotations", [])
     anns = []
-    for k, a in enumerate(self._data.get("annotations", [])):
-      if a["image_id"] not in kept:
-        continue
-      a = dict(a)
-      a.setdefault("iscrowd", 0)
-      a["iscrowd"] = int(a["iscrowd"])
-      a.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
-      a.setdefault("id", k + 1)
-      anns.append(a)
+    for im, crowd, index, clipped in zip(self._images, self._crowd, self._ann_index, self._clipped):
+      w_img, h_img = float(im["width"]), float(im["height"])
+      for is_crowd, k, was_clipped in zip(crowd.tolist(), index.tolist(), clipped.tolist()):
+        a = dict(src_anns[k])
+        if was_clipped:  # the rule of ``clean_boxes``, in float64 like there
+          x1, y1, x2, y2 = _xyxy(a["bbox"])
+          x1, x2 = min(max(x1, 0.0), w_img), min(max(x2, 0.0), w_img)
+          y1, y2 = min(max(y1, 0.0), h_img), min(max(y2, 0.0), h_img)
+          a["bbox"] = [x1, y1, x2 - x1, y2 - y1]
+          a["area"] = (x2 - x1) * (y2 - y1)
+        a["iscrowd"] = int(is_crowd)
+        a.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
+        a.setdefault("id", k + 1)
+        anns.append(a)
     dataset = {"images": [dict(im) for im in self._images], "annotations": anns,
                "categories": [dict(c) for c in self._data["categories"]]}
     for key in ("info", "licenses"):

@@ -3,13 +3,11 @@
 Order, resume, sharding, eval padding and prefetching are ``loader.StepLoader``'s (see its module
 docstring for the step = data position contract); this module adds what makes an example a
 detection example. Ground truth is padded to ``max_boxes`` with a validity mask (DESIGN.md: static
-shapes in the jitted step).
+shapes in the jitted step), never truncated: an example with more objects is an error.
 """
 from __future__ import annotations
 
 import math
-import threading
-import warnings
 
 import numpy as np
 
@@ -31,9 +29,10 @@ class DetectionLoader(StepLoader):
     short_side, max_side: optional ``resize_to_fit`` targets (shorter side -> ``short_side``,
       longer side at most ``max_side``); the scale is further capped so the image fits
       ``image_size``. None: just fit ``image_size``.
-    max_boxes: ground-truth slots per image. Images with more objects keep the ``max_boxes``
-      largest by area (kept in their original order); ``truncated_images`` /
-      ``truncated_boxes`` count what was cut (a warning is issued the first time).
+    max_boxes: ground-truth slots per image. Nothing is ever cut: an example with more objects
+      (``source[i]``, before augmentation) raises a ValueError naming ``config.data.max_boxes``,
+      the count and the image id. ``jaxdet.data.report.required_max_boxes(*sources)`` gives the
+      value the data needs.
     train: endless shuffled stream with augmentation, or a single ordered pass without it.
     seed: non-negative int; fixes the epoch permutations and the augmentation.
     hflip: random horizontal flip with probability 0.5 (train only).
@@ -83,9 +82,6 @@ class DetectionLoader(StepLoader):
     self.short_side, self.max_side = short_side, max_side
     self.image_transform = image_transform
     self.min_visible = float(min_visible)
-    self.truncated_images = 0
-    self.truncated_boxes = 0
-    self._lock = threading.Lock()
 
   def resize_scale(self, height: int, width: int) -> float:
     """Resize factor of an ``height x width`` image (before any jitter)."""
@@ -97,8 +93,15 @@ class DetectionLoader(StepLoader):
     return scale
 
   def prepare(self, position: int, index: int) -> dict:
-    """``source[index]`` transformed, augmented (train), resized, padded and box-truncated."""
+    """``source[index]`` transformed, augmented (train), resized and padded."""
     ex: DetectionExample = self.source[index]
+    if ex.num_objects > self.max_boxes:
+      where = f"image id={ex.image_id}" + (f" ('{ex.file_name}')" if ex.file_name else "")
+      raise ValueError(
+          f"{where} has {ex.num_objects} objects, more than config.data.max_boxes="
+          f"{self.max_boxes}; boxes are never dropped silently. Set "
+          f"--config.data.max_boxes={ex.num_objects} or more, or --config.data.max_boxes=0 to size "
+          "it from the data (jaxdet.data.report.required_max_boxes).")
     image, boxes, classes = ex.image, ex.boxes, ex.classes
     out_h, out_w = self.image_size
     if self.image_transform is not None:
@@ -128,19 +131,6 @@ class DetectionLoader(StepLoader):
       image, boxes = transforms.resize_by_scale(image, boxes, scale)
       hw = image.shape[:2]
       image = transforms.pad_to(image, out_h, out_w)
-    if len(boxes) > self.max_boxes:
-      area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-      keep = np.sort(np.argsort(-area, kind="stable")[: self.max_boxes])
-      with self._lock:
-        first = self.truncated_images == 0
-        self.truncated_images += 1
-        self.truncated_boxes += len(boxes) - self.max_boxes
-      if first:
-        warnings.warn(
-            f"image id={ex.image_id} has {len(boxes)} objects > max_boxes={self.max_boxes}; "
-            "keeping the largest. Later truncations are only counted "
-            "(DetectionLoader.truncated_images / truncated_boxes).", RuntimeWarning)
-      boxes, classes = boxes[keep], classes[keep]
     return dict(image=image, boxes=boxes, classes=classes, image_id=ex.image_id,
                 scale=scale, image_hw=hw)
 

@@ -48,14 +48,28 @@ def make_source(data_cfg, split: str):
 
 
 class Subset:
-  """The first ``n`` examples of a source (``config.eval.max_images``)."""
+  """The first ``n`` examples of a source (``config.eval.max_images``).
+
+  ``coco`` (if any) is the whole source's ground truth: evaluate with ``image_ids``.
+  ``annotation(i)`` is forwarded when the source has it, so ``coco_from_source`` and
+  ``jaxdet.data.report.source_report`` read the subset without decoding images; the report of a
+  subset has no drop counters (they belong to the whole source: report the source itself).
+  """
 
   def __init__(self, source, n: int):
     self.source, self.n = source, min(int(n), len(source))
-    for attr in ("num_classes", "class_names", "category_ids", "coco"):
+    for attr in ("num_classes", "class_names", "category_ids", "coco", "drop_crowd",
+                 "min_box_size"):
       if hasattr(source, attr):
         setattr(self, attr, getattr(source, attr))
+    if hasattr(source, "annotation"):
+      self.annotation = self._annotation
     self.image_ids = list(source.image_ids)[: self.n]
+
+  def _annotation(self, i):
+    if not 0 <= i < self.n:
+      raise IndexError(i)
+    return self.source.annotation(i)
 
   def __len__(self):
     return self.n

@@ -9,7 +9,20 @@ imported when a ``TfdsSource`` is made. ``example_from_tfds`` is the pure featur
   (faces flagged ``invalid`` are dropped);
 * coco ``objects/is_crowd`` and voc ``objects/is_difficult`` -> ``is_crowd`` (ignored by COCOeval,
   like "difficult" in the VOC protocol; dropped from training examples when ``drop_crowd``);
-* image id: ``image/id`` if present, else the record index, else a CRC32 of ``image/filename``.
+* image id: ``image/id`` if present, else the record index, else a CRC32 of ``image/filename``;
+* boxes are cleaned by the rule of ``CocoJsonSource`` (``coco_json.clean_boxes``: degenerate
+  boxes, ``w`` or ``h < min_box_size``, and boxes outside the image dropped, boxes reaching outside
+  clipped), with a slack of ``TFDS_BOX_TOL`` px for the float32 normalised coordinates. Training
+  examples (``source[i]``) and the evaluation ground truth (``coco_from_source(source)``, built
+  from ``source.annotation(i)``) thus hold the same objects; crowd / difficult objects stay flagged.
+
+Counting what was dropped needs one pass over the split: ``TfdsSource.stats`` (and
+``annotation_summary``, ``image_ids``, ``jaxdet.data.report.source_report``) read every record once
+with the image left undecoded (``tfds.decode.SkipDecoding``; only the image header is parsed for
+its size), then keep the cleaned annotations in memory (about 25 bytes per object), so the
+evaluation ground truth and later reports reuse that pass. The cost is one read of the split's
+ArrayRecord files (image bytes included): seconds for VOC, on the order of a minute or more for
+COCO train (118k images, ~19 GB), bounded by disk throughput.
 
 COCO labels map back to the official 80 category ids, so results can also be scored against the
 official JSON; other datasets use ``label + 1``. Evaluate with
@@ -23,6 +36,7 @@ import zlib
 
 import numpy as np
 
+from jaxdet.data.coco_json import clean_boxes
 from jaxdet.data.records import DetectionExample
 
 COCO_CATEGORY_IDS = (
@@ -33,6 +47,9 @@ COCO_CATEGORY_IDS = (
 assert len(COCO_CATEGORY_IDS) == 80
 
 SUPPORTED = ("coco", "voc", "wider_face")
+TFDS_BOX_TOL = 1e-3  # px: slack of the size / clipping tests for normalised float32 boxes
+COUNTERS = ("boxes_dropped_degenerate", "boxes_dropped_outside", "boxes_clipped",
+            "boxes_dropped_invalid")
 _INSTALL = "tensorflow_datasets is not installed; TFDS sources need it: pip install jaxdet[tfds]"
 
 
@@ -51,11 +68,16 @@ def _text(v) -> str:
 
 
 def example_from_tfds(features: dict, dataset_name: str, *, index: int | None = None,
-                      with_image: bool = True) -> DetectionExample:
-  """Maps one TFDS feature dict to a ``DetectionExample`` (all objects; crowd / difficult flagged).
+                      with_image: bool = True, min_box_size: float | None = 1.0,
+                      counts: dict | None = None) -> DetectionExample:
+  """Maps one TFDS feature dict to a ``DetectionExample`` (all kept objects; crowd / difficult
+  flagged).
 
   ``with_image=False`` builds an annotation-only record: ``features['image']`` may then be raw
   bytes (``tfds.decode.SkipDecoding``) and ``height`` / ``width`` are read from the image header.
+  ``min_box_size``: box cleaning as in the module docstring (None: no cleaning). ``counts``: if
+  given, a dict whose ``COUNTERS`` entries are incremented by what this record dropped / clipped
+  (wider_face ``invalid`` faces are ``boxes_dropped_invalid``).
   """
   family = _family(dataset_name)
   filename = _text(features.get("image/filename", ""))
@@ -88,6 +110,16 @@ def example_from_tfds(features: dict, dataset_name: str, *, index: int | None = 
   if not (len(labels) == len(crowd) == len(valid) == n):
     raise ValueError(f"{dataset_name} record {index} ({filename}): object fields have different lengths")
   boxes = np.stack([bbox[:, 1] * w, bbox[:, 0] * h, bbox[:, 3] * w, bbox[:, 2] * h], axis=1)
+  if counts is not None:
+    counts["boxes_dropped_invalid"] = counts.get("boxes_dropped_invalid", 0) + int((~valid).sum())
+  if min_box_size is not None:
+    cl = clean_boxes(boxes[valid], w, h, min_box_size, tol=TFDS_BOX_TOL)
+    if counts is not None:
+      for key, mask in (("boxes_dropped_degenerate", cl.degenerate),
+                        ("boxes_dropped_outside", cl.outside), ("boxes_clipped", cl.clipped)):
+        counts[key] = counts.get(key, 0) + int(mask.sum())
+    boxes[valid] = cl.boxes
+    valid[valid] = cl.keep
   if "image/id" in features:
     image_id = int(np.asarray(features["image/id"]).item())
   elif index is not None:
@@ -110,6 +142,10 @@ def _image_hw(image) -> tuple[int, int]:
     return int(img.height), int(img.width)
 
 
+def _concat(parts, shape, dtype) -> np.ndarray:
+  return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
+
+
 def _import_tfds():
   try:
     import tensorflow_datasets as tfds  # noqa: PLC0415
@@ -126,11 +162,18 @@ class TfdsSource:
     split: TFDS split, e.g. 'train', 'validation', 'test', 'train[:1000]'.
     data_dir: TFDS data dir (default: TFDS' own, ``~/tensorflow_datasets``).
     drop_crowd: drop crowd (coco) / difficult (voc) objects from training examples.
+    min_box_size: box cleaning threshold in pixels (module docstring), for training examples and
+      the evaluation ground truth alike.
+
+  ``stats``, ``annotation_summary()`` and ``image_ids`` make one annotation pass over the split the
+  first time any of them is used (module docstring); ``annotation(i)`` then answers from memory.
   """
 
-  def __init__(self, name: str, split: str, data_dir=None, *, drop_crowd: bool = True):
+  def __init__(self, name: str, split: str, data_dir=None, *, drop_crowd: bool = True,
+               min_box_size: float = 1.0):
     self.family = _family(name)
     self.name, self.split, self.data_dir, self.drop_crowd = name, split, data_dir, bool(drop_crowd)
+    self.min_box_size = float(min_box_size)
     tfds = _import_tfds()
     self._tfds = tfds
     builder = tfds.builder(name, data_dir=data_dir)
@@ -157,28 +200,80 @@ class TfdsSource:
     else:
       self.category_ids = list(range(1, self.num_classes + 1))
     self._ann_ds = None
-    self._image_ids = None
+    self._scan = None
 
   def __len__(self) -> int:
     return len(self._ds)
 
   def __getitem__(self, index: int) -> DetectionExample:
-    ex = example_from_tfds(self._ds[index], self.name, index=index)
+    ex = example_from_tfds(self._ds[index], self.name, index=index, min_box_size=self.min_box_size)
     return ex.without_crowd() if self.drop_crowd else ex
 
-  def annotation(self, index: int) -> DetectionExample:
-    """Record ``index`` without decoding its image (all objects, crowd / difficult flagged)."""
+  def _read_annotation(self, index: int, counts: dict | None = None) -> DetectionExample:
     if self._ann_ds is None:
       self._ann_ds = self._builder.as_data_source(
           self.split, decoders={"image": self._tfds.decode.SkipDecoding()})
-    return example_from_tfds(self._ann_ds[index], self.name, index=index, with_image=False)
+    return example_from_tfds(self._ann_ds[index], self.name, index=index, with_image=False,
+                             min_box_size=self.min_box_size, counts=counts)
+
+  def _scanned(self) -> dict:
+    """The one annotation pass: cleaned objects of every record, concatenated, and the counters."""
+    if self._scan is None:
+      counts = dict.fromkeys(COUNTERS, 0)
+      ids, names, hw, boxes, classes, crowd, ends = [], [], [], [], [], [], []
+      n = 0
+      for i in range(len(self)):
+        ex = self._read_annotation(i, counts)
+        ids.append(ex.image_id)
+        names.append(ex.file_name)
+        hw.append((ex.height, ex.width))
+        boxes.append(ex.boxes)
+        classes.append(ex.classes)
+        crowd.append(ex.is_crowd)
+        n += ex.num_objects
+        ends.append(n)
+      crowd_all = _concat(crowd, (0,), bool)
+      per_image_crowd = np.asarray([int(c.sum()) for c in crowd], np.int64)
+      per_image_total = np.asarray([len(c) for c in crowd], np.int64)
+      stats = {"images": len(ids), "boxes_kept": n, "crowd": int(crowd_all.sum()),
+               "images_without_objects": int((per_image_total - per_image_crowd == 0).sum()),
+               **counts}
+      stats["annotations"] = (n + stats["boxes_dropped_degenerate"]
+                              + stats["boxes_dropped_outside"] + stats["boxes_dropped_invalid"])
+      self._scan = {"image_ids": ids, "file_names": names, "hw": hw,
+                    "boxes": _concat(boxes, (0, 4), np.float32),
+                    "classes": _concat(classes, (0,), np.int32),
+                    "crowd": crowd_all, "ends": ends, "objects": per_image_total - per_image_crowd,
+                    "per_image_crowd": per_image_crowd, "stats": stats}
+    return self._scan
+
+  def annotation(self, index: int) -> DetectionExample:
+    """Record ``index`` without decoding its image (all kept objects, crowd / difficult flagged)."""
+    if self._scan is None:
+      return self._read_annotation(index)
+    sc = self._scan
+    index = range(len(self))[index]
+    a, b = (sc["ends"][index - 1] if index else 0), sc["ends"][index]
+    h, w = sc["hw"][index]
+    return DetectionExample(image=None, boxes=sc["boxes"][a:b], classes=sc["classes"][a:b],
+                            image_id=sc["image_ids"][index], file_name=sc["file_names"][index],
+                            is_crowd=sc["crowd"][a:b], height=h, width=w)
+
+  @property
+  def stats(self) -> dict:
+    """Counters as in ``CocoJsonSource.stats`` (one annotation pass the first time)."""
+    return dict(self._scanned()["stats"])
+
+  def annotation_summary(self) -> dict:
+    """Per-image object counts, as ``CocoJsonSource.annotation_summary`` (one annotation pass)."""
+    sc = self._scanned()
+    return {"image_ids": list(sc["image_ids"]), "file_names": list(sc["file_names"]),
+            "objects": sc["objects"].copy(), "crowd": sc["per_image_crowd"].copy()}
 
   @property
   def image_ids(self) -> list[int]:
     """Image ids of all records (one annotation pass over the split the first time)."""
-    if self._image_ids is None:
-      self._image_ids = [self.annotation(i).image_id for i in range(len(self))]
-    return self._image_ids
+    return self._scanned()["image_ids"]
 
   def __repr__(self) -> str:
     return f"TfdsSource('{self.name}', '{self.split}', images={len(self)}, classes={self.num_classes})"

@@ -114,9 +114,10 @@ def evaluate_coco(coco_gt, results: Sequence[dict], *, result_file=None, image_i
 def coco_from_source(source):
   """An in-memory pycocotools ``COCO`` ground truth for any ``DetectionSource``.
 
-  Uses ``source.annotation(i)`` when the source has it (no image decoding; all objects, crowd /
-  difficult flagged ``iscrowd=1``), else ``source[i]``. Boxes become ``xywh``, ``area = w*h``,
-  categories the source's ``category_ids`` / ``class_names``.
+  Uses ``source.annotation(i)`` when the source has it (no image decoding; every object the
+  source kept after its box cleaning, crowd / difficult flagged ``iscrowd=1``), else ``source[i]``;
+  so the ground truth holds the same objects as the training examples. Boxes become ``xywh``,
+  ``area = w*h``, categories the source's ``category_ids`` / ``class_names``.
   """
   from pycocotools.coco import COCO
 

@@ -85,8 +85,13 @@ def test_degenerate_and_outside_boxes_are_counted(tmp_path):
     assert st["boxes_kept"] == 5 + 1  # 4 clean + 1 crowd + the clipped one
     np.testing.assert_allclose(src.annotation(2).boxes, [[25, 0, 30, 10]])
     assert st["images_without_objects"] == 0
-    # the evaluation ground truth keeps the original annotations
-    assert len(src.coco.getAnnIds(imgIds=[11])) == 5
+    assert st["annotations"] == 10 and st["crowd"] == 1
+    # the evaluation ground truth holds exactly the cleaned objects (same rule as training)
+    anns = src.coco.loadAnns(src.coco.getAnnIds(imgIds=[11]))
+    assert [a["id"] for a in anns] == [12]
+    np.testing.assert_allclose(anns[0]["bbox"], [25, 0, 5, 10])
+    assert anns[0]["area"] == 50
+    assert len(src.coco.getAnnIds()) == st["boxes_kept"]
 
 
 def test_missing_files_name_the_path(tmp_path):

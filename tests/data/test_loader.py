@@ -1,4 +1,4 @@
-"""Tests of jaxdet.data.detection_loader.DetectionLoader: order, resume, sharding, padding, truncation."""
+"""Tests of jaxdet.data.detection_loader.DetectionLoader: order, resume, sharding, padding, max_boxes."""
 import itertools
 
 import numpy as np
@@ -151,18 +151,21 @@ def test_train_flip_only_matches_one_of_the_two_references():
     assert 0 < flips < 6
 
 
-def test_too_many_boxes_keeps_the_largest_and_counts():
+def test_too_many_boxes_is_an_error_naming_the_config_key():
     ex = DetectionExample(image=np.zeros((40, 40, 3), np.uint8),
                           boxes=[[0, 0, 2, 2], [0, 0, 10, 10], [5, 5, 6, 6], [0, 0, 20, 5], [1, 1, 8, 8]],
-                          classes=[0, 1, 2, 0, 1], image_id=1)
-    src = ListSource(n=1)
-    src.examples = [ex]
-    loader = DetectionLoader(src, batch_size=1, image_size=(40, 40), max_boxes=3, train=False)
-    with pytest.warns(RuntimeWarning, match="max_boxes=3"):
-        batch = list(loader)[0]
-    np.testing.assert_allclose(batch["boxes"][0], [[0, 0, 10, 10], [0, 0, 20, 5], [1, 1, 8, 8]])
-    assert batch["classes"][0].tolist() == [1, 0, 1]
-    assert loader.truncated_images == 1 and loader.truncated_boxes == 2
+                          classes=[0, 1, 2, 0, 1], image_id=31, file_name="full.png")
+    src = ListSource(n=3)
+    src.examples = [src.examples[0], ex, src.examples[2]]
+    for train in (False, True):
+        loader = DetectionLoader(src, batch_size=3, image_size=(40, 40), max_boxes=4, train=train)
+        with pytest.raises(ValueError, match=r"id=31 \('full.png'\) has 5 objects.*config\.data\.max_boxes=4"):
+            next(iter(loader))
+    # exactly max_boxes objects fill every slot; nothing is cut
+    loader = DetectionLoader(src, batch_size=3, image_size=(40, 40), max_boxes=5, train=False)
+    batch = next(iter(loader))
+    np.testing.assert_allclose(batch["boxes"][1], ex.boxes)
+    assert batch["box_valid"][1].all() and batch["classes"][1].tolist() == [0, 1, 2, 0, 1]
 
 
 def test_steps_per_epoch_and_argument_errors():

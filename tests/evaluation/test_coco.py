@@ -126,3 +126,58 @@ def test_max_images_restricts_to_the_first_images(tmp_path):
     assert evaluate_coco(src.coco, only_last, max_images=1)["AP"] == pytest.approx(0.0)  # image 1 only
     assert evaluate_coco(src.coco, results, max_images=2)["AP"] == pytest.approx(1.0)
     assert evaluate_coco(src.coco, results, image_ids=[13, 1], max_images=1)["AP"] == pytest.approx(1.0)
+
+
+def _split_with_bad_boxes(root, split, seed):
+    """One split (2 images) whose annotations include a negative-width box (with a positive
+    'area', as labelling tools write it), a zero-height box, a box reaching outside the image and a
+    crowd box."""
+    img_dir = root / split
+    img_dir.mkdir()
+    rng = np.random.default_rng(seed)
+    for iid in (1, 2):
+        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(img_dir / f"{iid}.png")
+    anns = [  # (image, category, [x, y, w, h], crowd)
+        (1, 4, [10, 10, 30, 20], 0), (1, 4, [50, 30, -12, 20], 0), (1, 7, [5, 40, 20, 0], 0),
+        (2, 7, [60, 20, 40, 30], 0),  # x + w = 100 > 80: clipped to [60, 20, 20, 30]
+        (2, 4, [0, 0, 25, 25], 1), (2, 4, [5, 5, 15, 12], 0),
+    ]
+    data = {"images": [{"id": i, "file_name": f"{i}.png", "width": 80, "height": 60} for i in (1, 2)],
+            "categories": [{"id": 4, "name": "four"}, {"id": 7, "name": "seven"}],
+            "annotations": [{"id": k + 1, "image_id": i, "category_id": c, "bbox": b,
+                             "area": abs(b[2] * b[3]), "iscrowd": z} for k, (i, c, b, z) in enumerate(anns)]}
+    path = root / f"{split}.json"
+    path.write_text(json.dumps(data))
+    return path, img_dir
+
+
+def test_degenerate_boxes_are_dropped_from_both_splits_and_the_evaluated_ground_truth(tmp_path):
+    import ml_collections
+
+    from jaxdet.data.factory import make_source
+    from jaxdet.data.report import source_report
+
+    cfg = ml_collections.ConfigDict({"source": "coco_json", "skip_bad_images": False})
+    for split, seed in (("train", 0), ("val", 1)):
+        path, img_dir = _split_with_bad_boxes(tmp_path, split, seed)
+        cfg[f"{split}_json"], cfg[f"{split}_images"] = str(path), str(img_dir)
+    sources = {split: make_source(cfg, split) for split in ("train", "val")}
+    for split, src in sources.items():
+        r = source_report(src)
+        assert (r["boxes_dropped_degenerate"], r["boxes_dropped_outside"], r["boxes_clipped"]) == (2, 0, 1), split
+        assert (r["objects"], r["crowd"], r["max_objects_per_image"]) == (3, 1, 2), split
+        assert [ex.num_objects for ex in (src[0], src[1])] == [1, 2]  # training targets, crowd dropped
+    val = sources["val"]
+    gt = val.coco
+    anns = gt.loadAnns(gt.getAnnIds())
+    # exactly the report's objects (+ the crowd one, flagged), with the clipped box
+    assert sorted(a["id"] for a in anns) == [1, 4, 5, 6]
+    assert sum(a["iscrowd"] == 0 for a in anns) == source_report(val)["objects"]
+    assert [a["bbox"] for a in anns if a["id"] == 4] == [[60.0, 20.0, 20.0, 30.0]]
+    # perfect detections = the training targets of the val split score AP 1 (a degenerate box
+    # left in the ground truth could never be matched and would pull AP below 1)
+    results = _perfect_detections(val, batch_size=2, image_size=(60, 80))
+    assert len(results) == 3
+    m = evaluate_coco(gt, results)
+    assert m["AP"] == pytest.approx(1.0) and m["AP50"] == pytest.approx(1.0)
+    assert evaluate_coco(coco_from_source(val), results)["AP"] == pytest.approx(1.0)
