@@ -8,7 +8,9 @@ the experiment's ``modes()``, before anything is built. ``--mode=train`` writes
 ``<workdir>/config.json`` (what ``jaxdet.experiments.trained.load_trained`` rebuilds the run
 from); every other mode writes ``<workdir>/config.<mode>.json`` and leaves the training
 record alone. Modes other than train rebuild the experiment with the metadata stored in the
-latest checkpoint (a detector's classes), so they do not need the training data.
+latest checkpoint (a detector's classes), so they do not need the training data. Then
+``Experiment.check_inputs`` opens and validates everything the mode will read, so a bad val
+file or an indivisible batch fails in seconds, before any training.
 """
 from __future__ import annotations
 
@@ -61,5 +63,11 @@ def run(config, workdir: str, mode: str = "train") -> dict:
     with open(os.path.join(workdir, name), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   metadata = None if mode == "train" else checkpoint_metadata(workdir)
-  experiment = experiment_cls(config, shard_lib.make_mesh(), metadata=metadata)
+  try:
+    experiment = experiment_cls(config, shard_lib.make_mesh(), metadata=metadata)
+    experiment.check_inputs(mode, workdir)
+  except config_check.ConfigError:
+    raise
+  except (OSError, ValueError) as e:  # a missing / malformed file or a bad value: say it plainly
+    raise config_check.ConfigError(str(e)) from e
   return experiment.run_mode(mode, workdir)

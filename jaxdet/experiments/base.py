@@ -22,8 +22,9 @@ schedule) and a per-step key (the run key folded with the step). Every metric it
 scalar; any non-finite metric stops the run (the loop records the first such step). Each
 network updates only its own ``NetworkState`` (``jaxdet.train.state``).
 
-``modes()`` lists what ``python -m jaxdet.main --mode=...`` may run for this experiment and
-``run_mode`` runs it; the base class gives ``train`` and ``eval``. ``metadata()`` is stored
+``modes()`` lists what ``python -m jaxdet.main --mode=...`` may run for this experiment,
+``check_inputs`` validates what that mode will read, and ``run_mode`` runs it; the base class
+gives ``train`` and ``eval``. ``metadata()`` is stored
 with every checkpoint (e.g. the class list of a detector) and handed back to ``__init__``
 when a finished run is rebuilt without its training data (``jaxdet.experiments.trained``).
 """
@@ -64,6 +65,12 @@ class Experiment(abc.ABC):
     if mode == "eval":
       return loop.evaluate_latest(self, workdir)
     raise ValueError(f"{type(self).__name__} has no mode {mode!r}; modes: {self.modes()}.")
+
+  def check_inputs(self, mode: str, workdir: str) -> None:
+    """Before ``run_mode``: open and validate everything ``mode`` will read (train, val,
+    predict input) and check every shape constraint, raising an error that names the config key
+    or file — in seconds, not after the first evaluation interval. Default: nothing to check."""
+    del mode, workdir
 
   # ---- state and steps -----------------------------------------------------------------------
   @abc.abstractmethod

@@ -52,7 +52,8 @@ def detector_defaults() -> ml_collections.ConfigDict:
   d.eval_image_size = ()           # () -> image_size; e.g. (1024, 1024) for test-time resize
   d.eval_short_side = 0            # 0 -> short_side
   d.eval_max_side = 0              # 0 -> max_side
-  d.max_boxes = 100                # ground truth padded to this count
+  d.max_boxes = 0                  # ground-truth slots per image; 0: the most objects of any
+                                   # image of the split (an explicit value below that is an error)
   d.hflip = True
   d.scale_jitter = (1.0, 1.0)      # (min, max) random scale; (1, 1) = off
   d.num_workers = 2

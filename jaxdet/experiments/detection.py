@@ -15,6 +15,7 @@ training data; the val data is opened on first use.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping
 
@@ -61,6 +62,8 @@ class DetectionExperiment(Experiment):
       raise ValueError(f"config.model.dtype={c.model.dtype!r}: use one of {sorted(DTYPES)}.")
     self._train_source = train_source
     self._val_source = None
+    self._predict_source = None
+    self._max_boxes: dict[int, int] = {}
     if metadata and "categories" in metadata:
       self.categories = Categories(**metadata["categories"])
     else:
@@ -97,6 +100,40 @@ class DetectionExperiment(Experiment):
   def metadata(self) -> dict:
     return {"categories": self.categories.to_json()}
 
+  def check_inputs(self, mode: str, workdir: str) -> None:
+    """Opens every source ``mode`` reads, checks the eval batch and ``max_boxes`` against the
+    mesh and the data, prints the data report and (train) writes ``<workdir>/data_report.json``."""
+    from jaxdet.data import report as report_lib
+    from jaxdet.train.config_check import ConfigError
+    c = self.config
+    shard_lib.check_global_batch_size(c.eval.batch_size, self.mesh, key="config.eval.batch_size")
+    if mode == "predict":
+      self.predict_source()  # the folder exists, holds images, each readable (or skipped)
+      return
+    splits = {"train": self.train_source} if mode == "train" else {}
+    splits["val"] = self.val_source
+    if mode == "robustness":
+      from jaxdet.data import corruptions
+      for name in c.eval.robustness:
+        corruptions.get_corruption(name)
+    if c.data.max_boxes > 0:
+      for split, source in splits.items():
+        need = report_lib.required_max_boxes(source)
+        if need > c.data.max_boxes:
+          r = report_lib.source_report(source)
+          raise ConfigError(
+              f"config.data.max_boxes={c.data.max_boxes} is smaller than the {need} objects of "
+              f"image id={r['max_objects_image_id']} ('{r['max_objects_file_name']}') in the "
+              f"{split} split; boxes are never dropped. Set --config.data.max_boxes={need} (or 0 "
+              f"to size it from the data).")
+    report = {split: report_lib.source_report(source) for split, source in splits.items()}
+    if jax.process_index() == 0:
+      print("Data:\n  " + report_lib.format_report(report).replace("\n", "\n  "), flush=True)
+      if mode == "train":
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "data_report.json"), "w") as f:
+          json.dump(report, f, indent=2)
+
   # ---- data --------------------------------------------------------------------------------
   @property
   def train_source(self):
@@ -112,6 +149,26 @@ class DetectionExperiment(Experiment):
         self._val_source = factory.Subset(self._val_source, self.config.eval.max_images)
     return self._val_source
 
+  def max_boxes(self, source) -> int:
+    """Ground-truth slots of a batch from ``source``: config.data.max_boxes, or (0) the most
+    objects of any image of ``source``."""
+    if self.config.data.max_boxes > 0:
+      return int(self.config.data.max_boxes)
+    key = id(source)
+    if key not in self._max_boxes:
+      from jaxdet.data.report import required_max_boxes
+      self._max_boxes[key] = required_max_boxes(source)
+    return self._max_boxes[key]
+
+  def predict_source(self):
+    """The images of config.predict.input_dir (``--mode=predict``)."""
+    if self._predict_source is None:
+      from jaxdet.data.folder import FolderSource
+      cats = self.categories
+      self._predict_source = FolderSource(self.config.predict.input_dir, cats.ids, cats.names,
+                                          skip_bad_images=self.config.data.skip_bad_images)
+    return self._predict_source
+
   def normalize(self, images_uint8):
     return (images_uint8.astype(jnp.float32) - self._mean) / self._std
 
@@ -119,7 +176,8 @@ class DetectionExperiment(Experiment):
     d = self.config.data
     return iter(DetectionLoader(
         self.train_source, batch_size=self.local_batch, image_size=self.image_size,
-        short_side=d.short_side, max_side=d.max_side, max_boxes=d.max_boxes, train=True,
+        short_side=d.short_side, max_side=d.max_side,
+        max_boxes=self.max_boxes(self.train_source), train=True,
         seed=self.config.seed, hflip=d.hflip, scale_jitter=tuple(d.scale_jitter),
         num_workers=d.num_workers, process_index=jax.process_index(),
         process_count=jax.process_count(), start_step=start_step))
@@ -127,10 +185,11 @@ class DetectionExperiment(Experiment):
   def eval_batches(self, source=None, batch_size=None, transform=None):
     d = self.config.data
     bs = batch_size or self.config.eval.batch_size
+    source = source or self.val_source
     return DetectionLoader(
-        source or self.val_source, batch_size=max(bs // jax.process_count(), 1),
+        source, batch_size=max(bs // jax.process_count(), 1),
         image_size=self.eval_image_size, short_side=self.eval_resize[0],
-        max_side=self.eval_resize[1], max_boxes=d.max_boxes, train=False,
+        max_side=self.eval_resize[1], max_boxes=self.max_boxes(source), train=False,
         seed=self.config.seed, hflip=False, scale_jitter=(1.0, 1.0),
         num_workers=d.num_workers, process_index=jax.process_index(),
         process_count=jax.process_count(), image_transform=transform)

@@ -20,7 +20,6 @@ import os
 import jax
 
 from jaxdet.data import corruptions
-from jaxdet.data.folder import FolderSource
 from jaxdet.train import checkpoint as ckpt_lib
 from jaxdet.train import loop
 from jaxdet.train.reporting import Reporter
@@ -42,7 +41,7 @@ def predict_folder(experiment, workdir: str) -> dict:
   from jaxdet import visualize
   cfg = experiment.config.predict
   cats = experiment.categories
-  source = FolderSource(cfg.input_dir, cats.ids, cats.names)
+  source = experiment.predict_source()
   state = _restore_latest(experiment, workdir, "predict")
   results = experiment.detect(state.experiment, experiment.eval_batches(source=source))
   out_dir = cfg.output_dir or os.path.join(workdir, "predictions")
@@ -61,7 +60,9 @@ def predict_folder(experiment, workdir: str) -> dict:
                                      cfg.draw_threshold)
       im.save(os.path.join(out_dir, os.path.splitext(name)[0] + "_det.png"))
     print(f"Wrote {len(results)} detections for {len(source)} images to {out_dir}/")
-  return {"num_images": len(source), "num_detections": len(results)}
+  skipped = getattr(source, "skipped_files", [])
+  return {"num_images": len(source), "num_detections": len(results),
+          "skipped_images": len(skipped)}
 
 
 def evaluate_robustness(experiment, workdir: str) -> dict:

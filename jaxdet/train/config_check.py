@@ -8,7 +8,8 @@ import ml_collections
 
 
 class ConfigError(ValueError):
-  """A config (file or ``--config.*`` override) the named experiment cannot run."""
+  """A config (file or ``--config.*`` override), or the data it names, that the experiment
+  cannot run; ``python -m jaxdet.main`` prints the message and exits with code 2."""
 
 
 def validate(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,

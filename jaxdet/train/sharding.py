@@ -9,6 +9,7 @@ reads data another host owns.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -34,14 +35,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_global_batch_size(global_batch: int, mesh: Mesh) -> int:
-  """Returns the per-process batch size, or raises naming the config key."""
-  n_dev = mesh.devices.size
-  if global_batch % n_dev:
-    raise ValueError(
-        f"config.train.batch_size={global_batch} is not divisible by the "
-        f"{n_dev} devices of the mesh; set it to a multiple of {n_dev}.")
-  return global_batch // jax.process_count()
+def check_global_batch_size(global_batch: int, mesh: Mesh,
+                            key: str = "config.train.batch_size") -> int:
+  """Returns the per-process batch size, or raises a ConfigError naming ``key``."""
+  from jaxdet.train.config_check import ConfigError
+  n_dev, n_proc = mesh.devices.size, jax.process_count()
+  multiple = math.lcm(n_dev, n_proc)
+  if global_batch < 1 or global_batch % multiple:
+    nearest = max(multiple, global_batch // multiple * multiple)
+    raise ConfigError(
+        f"{key}={global_batch} is not a positive multiple of the {n_dev} devices of the mesh "
+        f"({n_proc} process(es)); set --{key}={nearest} or another multiple of {multiple}.")
+  return global_batch // n_proc
 
 
 def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

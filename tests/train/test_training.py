@@ -240,3 +240,24 @@ def test_load_trained_errors_say_what_to_run(tmp_path, reference_run):
   assert load_trained(str(partial), step=6).step == 6
   with pytest.raises(FileNotFoundError, match=r"no checkpoint at step 3"):
     load_trained(str(partial), step=3)
+
+
+def test_predict_skips_unreadable_images_only_when_asked(reference_run, data_root, tmp_path):
+  import shutil
+  from jaxdet.data import benchmark
+  paths = benchmark.ensure_benchmark(data_root, num_train=24, num_val=8, image_size=64,
+                                     verbose=False)
+  folder = tmp_path / "images"
+  shutil.copytree(paths["val_images"], folder)
+  (folder / "broken.png").write_bytes(b"not a png")
+  args = [f"--config.predict.input_dir={folder}", f"--config.predict.output_dir={tmp_path / 'p'}"]
+  out = subprocess.run(_main(reference_run, data_root, "--mode=predict", *args), env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 2
+  assert "broken.png" in out.stderr and "--config.data.skip_bad_images=True" in out.stderr
+  out = subprocess.run(_main(reference_run, data_root, "--mode=predict", *args,
+                             "--config.data.skip_bad_images=True"), env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  pngs = [f for f in os.listdir(tmp_path / "p") if f.endswith("_det.png")]
+  assert len(pngs) == len(os.listdir(paths["val_images"]))   # every readable image, not broken
