@@ -9,6 +9,9 @@ Config files take variants (``--config=configs/x.py:variant``) and overrides
 (``--config.train.num_steps=100``). For multi-host jobs pass
 ``--multihost`` (TPU pods and SLURM/GPU clusters are detected by
 ``jax.distributed.initialize``) or --coordinator_address/--num_processes/--process_id.
+
+Exit codes: 0 done; 2 a config or mode the experiment cannot run (the message names the key);
+75 stopped by SIGTERM/SIGINT after writing a checkpoint (rerun the same command to resume).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ def main(argv):
 
   from jaxdet.run import run
   from jaxdet.train.config_check import ConfigError
+  from jaxdet.train.preemption import PREEMPTED_EXIT_CODE, Preempted
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
@@ -54,6 +58,9 @@ def main(argv):
   except ConfigError as e:
     print(f"jaxdet: {e}", file=sys.stderr)
     sys.exit(2)
+  except Preempted as e:
+    print(f"jaxdet: {e}", file=sys.stderr, flush=True)
+    sys.exit(PREEMPTED_EXIT_CODE)
 
 
 def _load_config_file(argv):

@@ -9,16 +9,17 @@ resumes from the latest checkpoint with the same data position and RNG.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdet.train import checkpoint as ckpt_lib
 from jaxdet.train import sharding as shard_lib
-from jaxdet.train.reporting import Reporter
+from jaxdet.train.preemption import Preempted, StopSignal
+from jaxdet.train.reporting import EVAL_METRICS_FILE, Reporter, read_records
 from jaxdet.train.state import LoopState, NetworkState
 
 
@@ -52,13 +53,12 @@ def _check_finite(state: LoopState, last_good_step: int | None, workdir: str) ->
         f"config.optim.grad_clip_norm.")
 
 
-def _last_eval_step(workdir: str) -> int | None:
-  path = os.path.join(workdir, "eval_metrics.jsonl")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    lines = [l for l in f if l.strip()]
-  return json.loads(lines[-1])["step"] if lines else None
+def _evaluated_steps(workdir: str) -> set[int]:
+  return {int(r["step"]) for r in read_records(os.path.join(workdir, EVAL_METRICS_FILE))}
+
+
+def _is_eval_step(step: int, tcfg) -> bool:
+  return bool(tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.num_steps
 
 
 def _abstract_state(experiment):
@@ -126,7 +126,7 @@ def train_and_evaluate(experiment, workdir: str) -> dict:
   start = int(jax.device_get(state.step))
   reporter = Reporter(workdir, total_steps=tcfg.num_steps, start_step=start,
                       progress=tcfg.progress_bar,
-                      progress_metrics=experiment.progress_metrics)
+                      progress_metrics=experiment.progress_metrics, resume_step=start)
   if start:
     reporter.message(f"Resumed from {checkpointer.directory}/{start} (step {start}).")
   else:
@@ -137,8 +137,10 @@ def train_and_evaluate(experiment, workdir: str) -> dict:
                      f"({jax.process_count()} process(es)), {sizes or 'no'} params.")
 
   try:
-    return _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, start)
-  finally:  # also on NaN/Inf or Ctrl-C: finish pending asynchronous checkpoint writes
+    with StopSignal() as stop:
+      return _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, start,
+                         stop)
+  finally:  # also on NaN/Inf or an exception: finish pending asynchronous checkpoint writes
     checkpointer.close()
     reporter.close()
 
@@ -152,17 +154,44 @@ def _evaluate(experiment, state: LoopState, workdir: str, step: int, reporter: R
   return metrics
 
 
-def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, start):
+def _accumulator_to_meta(acc, n_acc: int) -> dict | None:
+  if acc is None:
+    return None
+  host = jax.device_get(acc)
+  return {"count": n_acc, "sums": {k: [float(v), str(np.asarray(v).dtype)] for k, v in host.items()}}
+
+
+def _accumulator_from_meta(meta: dict):
+  saved = meta.get("log_accumulator")
+  if not saved:
+    return None, 0
+  return ({k: np.asarray(v, dtype) for k, (v, dtype) in saved["sums"].items()},
+          int(saved["count"]))
+
+
+def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, start, stop):
   cfg = experiment.config
   tcfg = cfg.train
   mesh = experiment.mesh
+  last_metrics: dict = {}
+  if start and _is_eval_step(start, tcfg) and start not in _evaluated_steps(workdir):
+    # Killed during (or just before) the evaluation of the checkpoint it resumes from.
+    reporter.message(f"Redoing the evaluation at step {start}, interrupted before it finished.")
+    last_metrics = _evaluate(experiment, state, workdir, start, reporter)
+  if start >= tcfg.num_steps:
+    reporter.message(f"Training already finished at step {start}; "
+                     f"see {os.path.join(workdir, EVAL_METRICS_FILE)}.")
+    return last_metrics
+
   traced_step = TraceCounter(make_step(experiment))
   step_fn = jax.jit(traced_step, donate_argnums=0,
                     out_shardings=(shardings, shard_lib.replicated(mesh)))
   batches = experiment.train_batches(start_step=start)
   last_good = checkpointer.latest_step()
-  last_metrics: dict = {}
-  acc, n_acc, t_last, step_last = None, 0, time.time(), start
+  # Metric sums of the current log interval; a resume mid-interval continues the checkpoint's,
+  # so every logged average is the uninterrupted run's.
+  acc, n_acc = _accumulator_from_meta(checkpointer.meta(start) if start else {})
+  t_last, step_last = time.time(), start
 
   for step in range(start, tcfg.num_steps):
     batch = shard_lib.to_global(next(batches), mesh)
@@ -172,8 +201,9 @@ def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, s
     reporter.step()
     done = step + 1
     is_last = done == tcfg.num_steps
+    is_log = done % tcfg.log_every == 0 or is_last
 
-    if done % tcfg.log_every == 0 or is_last:
+    if is_log:
       _check_finite(state, last_good, workdir)
       values = {k: float(v) / n_acc for k, v in jax.device_get(acc).items()}
       dt = time.time() - t_last
@@ -182,30 +212,34 @@ def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, s
       reporter.scalars(done, values)
       acc, n_acc, t_last, step_last = None, 0, time.time(), done
 
-    if done % tcfg.checkpoint_every == 0 or is_last:
+    stopping = stop.should_stop(at_sync_point=is_log)
+    if done % tcfg.checkpoint_every == 0 or is_last or stopping:
       _check_finite(state, last_good, workdir)
       checkpointer.save(done, state, {"step": done,
                                       "examples_seen": done * tcfg.batch_size,
                                       "config": cfg.to_json_best_effort(),
-                                      "metadata": experiment.metadata()})
+                                      "metadata": experiment.metadata(),
+                                      "log_accumulator": _accumulator_to_meta(acc, n_acc)})
       last_good = done
 
-    if (tcfg.eval_every and done % tcfg.eval_every == 0) or is_last:
+    if stopping:
+      checkpointer.wait()
+      raise Preempted(stop.received, done, checkpointer.directory)
+
+    if _is_eval_step(done, tcfg):
+      if last_good == done:
+        # Let this step's checkpoint finish first: a kill during the (long) evaluation then
+        # resumes here and only redoes the evaluation.
+        checkpointer.wait()
       last_metrics = _evaluate(experiment, state, workdir, done, reporter)
 
-  if start >= tcfg.num_steps and _last_eval_step(workdir) != tcfg.num_steps:
-    # Killed after the final checkpoint but before its evaluation finished.
-    last_metrics = _evaluate(experiment, state, workdir, start, reporter)
-  elif start >= tcfg.num_steps:
-    reporter.message(f"Training already finished at step {start}; "
-                     f"see {os.path.join(workdir, 'eval_metrics.jsonl')}.")
   reporter.message(f"train_step compiled {traced_step.count} time(s).")
   return last_metrics
 
 
 def evaluate_latest(experiment, workdir: str) -> dict:
-  """Restores the latest checkpoint in ``workdir`` and evaluates it (``--mode=eval``)."""
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=experiment.config.train.keep_checkpoints)
+  """Restores the latest checkpoint in ``workdir`` (read-only) and evaluates it (``--mode=eval``)."""
+  checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
   try:
     if checkpointer.latest_step() is None:
       raise FileNotFoundError(

@@ -8,9 +8,13 @@ returns ``[]``). Under ``<workdir>``:
   tensorboardX is optional: without it everything else still works.
 * ``train_metrics.jsonl``: one line ``{"step": step, **values}`` per
   ``scalars(..., prefix="train")`` call, flushed at once; non-finite values are
-  ``null``. A resumed run appends, so steps between the last checkpoint and a
-  crash appear twice; readers keep the last line of each step.
+  ``null``.
 * ``eval_metrics.jsonl``: one line per ``eval_line`` call (same format).
+
+A training run resumed from step ``s`` passes ``resume_step=s``: lines of both JSONL files
+with a step after ``s`` (written after the checkpoint it resumes from, and about to be written
+again) are removed, and TensorBoard purges its events after ``s``, so every step appears
+exactly once however often the run was killed.
 * ``images/<name>_step<step>.png``: one file per image passed to ``images``.
 
 The console shows a tqdm bar (``progress=True``) whose postfix holds the
@@ -31,6 +35,7 @@ import jax
 import numpy as np
 
 TRAIN_METRICS_FILE = "train_metrics.jsonl"
+EVAL_METRICS_FILE = "eval_metrics.jsonl"
 IMAGES_DIR = "images"
 
 # Console labels that read better than the metric key.
@@ -59,6 +64,36 @@ def _fmt(value) -> str:
   return f"{value:.4g}"
 
 
+def read_records(path: str) -> list[dict]:
+  """The JSON lines of a metrics file ([] if it does not exist); a torn last line is skipped."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:  # a line cut by a kill mid-write
+        continue
+  return records
+
+
+def _drop_records_after(path: str, step: int) -> None:
+  """Rewrites ``path`` (atomically) without the records whose step is after ``step``."""
+  if not os.path.exists(path):
+    return
+  records = read_records(path)
+  kept = [r for r in records if int(r.get("step", -1)) <= step]
+  with open(path) as f:
+    intact = sum(1 for _ in f) == len(records)
+  if len(kept) == len(records) and intact:
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
+  os.replace(tmp, path)
+
+
 def _safe_name(name: str) -> str:
   safe = re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))
   return safe if safe.strip(".") else "image"
@@ -74,10 +109,12 @@ class Reporter:
     progress: a tqdm bar on stdout; ``False`` prints one line per ``scalars`` call.
     progress_metrics: metric names shown in the bar's postfix and first on the
       console line, in this order; names missing from a ``scalars`` call are skipped.
+    resume_step: a training run (re)starting at this step: records after it are removed.
   """
 
   def __init__(self, workdir: str, *, total_steps: int, start_step: int,
-               progress: bool = True, progress_metrics: Sequence[str] = ("loss",)):
+               progress: bool = True, progress_metrics: Sequence[str] = ("loss",),
+               resume_step: int | None = None):
     if isinstance(progress_metrics, str):
       progress_metrics = (progress_metrics,)
     self.progress_metrics = tuple(progress_metrics)
@@ -90,9 +127,13 @@ class Reporter:
     if not self.is_main:
       return
     os.makedirs(workdir, exist_ok=True)
+    if resume_step is not None:
+      for name in (TRAIN_METRICS_FILE, EVAL_METRICS_FILE):
+        _drop_records_after(os.path.join(workdir, name), resume_step)
     try:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                               purge_step=None if resume_step is None else resume_step + 1)
     except ImportError:  # TensorBoard is optional; the JSONL and console still work.
       self._tb = None
     if progress:
@@ -204,7 +245,7 @@ class Reporter:
       print(text, flush=True)
 
   def eval_line(self, step: int, metrics: Mapping[str, float],
-                filename: str = "eval_metrics.jsonl") -> None:
+                filename: str = EVAL_METRICS_FILE) -> None:
     """Appends {"step": ..., <metrics>} to <workdir>/<filename>, TensorBoard (eval/) and the console."""
     if not self.is_main:
       return

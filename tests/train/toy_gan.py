@@ -71,6 +71,7 @@ class ToyGAN(Experiment):
     g.gamma = 1.0
     g.k_init = 0.5        # k_0
     g.sleep_per_example = 0.0   # seconds per loaded example (kill tests)
+    g.eval_sleep = 0.0          # seconds per evaluation, after writing evaluating_<step>
     return c
 
   def __init__(self, config, mesh, **kwargs):
@@ -127,6 +128,9 @@ class ToyGAN(Experiment):
                             seed=self.config.seed, num_workers=0, start_step=start_step))
 
   def evaluate(self, state, *, workdir, step):
+    if self.config.gan.eval_sleep:
+      open(f"{workdir}/evaluating_{step}", "w").close()
+      time.sleep(self.config.gan.eval_sleep)
     z = jax.random.normal(jax.random.PRNGKey(123), (256, 2))
     fake = np.asarray(self.G.apply({"params": state["G"].params}, z))
     return {"mean_distance": float(np.linalg.norm(fake.mean(0) - self.points.mean(0)))}
