@@ -20,21 +20,8 @@ import os
 import jax
 
 from jaxdet.data import corruptions
-from jaxdet.train import checkpoint as ckpt_lib
 from jaxdet.train import loop
 from jaxdet.train.reporting import Reporter
-
-
-def _restore_latest(experiment, workdir: str, mode: str):
-  checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
-  try:
-    if checkpointer.latest_step() is None:
-      raise FileNotFoundError(
-          f"--mode={mode} found no checkpoint under {checkpointer.directory}; train first with "
-          f"--mode=train and the same --workdir.")
-    return loop.restore(experiment, checkpointer)
-  finally:
-    checkpointer.close()
 
 
 def predict_folder(experiment, workdir: str) -> dict:
@@ -42,7 +29,7 @@ def predict_folder(experiment, workdir: str) -> dict:
   cfg = experiment.config.predict
   cats = experiment.categories
   source = experiment.predict_source()
-  state = _restore_latest(experiment, workdir, "predict")
+  state = loop.restore_latest(experiment, workdir, "predict")
   results = experiment.detect(state.experiment, experiment.eval_batches(source=source))
   out_dir = cfg.output_dir or os.path.join(workdir, "predictions")
   if jax.process_index() == 0:
@@ -69,7 +56,7 @@ def evaluate_robustness(experiment, workdir: str) -> dict:
   names = list(experiment.config.eval.robustness)
   for name in names:
     corruptions.get_corruption(name)  # fails early on an unknown name
-  state = _restore_latest(experiment, workdir, "robustness")
+  state = loop.restore_latest(experiment, workdir, "robustness")
   step = int(jax.device_get(state.step))
   reporter = Reporter(workdir, total_steps=0, start_step=0, progress=False)
   ap50 = {}

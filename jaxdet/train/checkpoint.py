@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 
 class Checkpointer:
@@ -19,12 +20,18 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
                read_only: bool = False):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else keep, create=not read_only, read_only=read_only,
-            save_interval_steps=0 if read_only else 1,
-            enable_async_checkpointing=async_save and not read_only))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None if read_only else keep, create=not read_only, read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
+        enable_async_checkpointing=async_save and not read_only)
+    # orbax warns "Given directory is read only" on every read-only open: that is the intent.
+    verbosity = absl_logging.get_verbosity()
+    if read_only:
+      absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+      self.manager = ocp.CheckpointManager(self.directory, options=options)
+    finally:
+      absl_logging.set_verbosity(verbosity)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

@@ -237,17 +237,22 @@ def _train_loop(experiment, workdir, state, shardings, checkpointer, reporter, s
   return last_metrics
 
 
-def evaluate_latest(experiment, workdir: str) -> dict:
-  """Restores the latest checkpoint in ``workdir`` (read-only) and evaluates it (``--mode=eval``)."""
+def restore_latest(experiment, workdir: str, mode: str) -> LoopState:
+  """The latest checkpoint of ``workdir``, opened read-only, for ``--mode=<mode>``."""
   checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
   try:
     if checkpointer.latest_step() is None:
       raise FileNotFoundError(
-          f"--mode=eval found no checkpoint under {checkpointer.directory}; "
-          f"train first with --mode=train and the same --workdir.")
-    state = restore(experiment, checkpointer)
+          f"--mode={mode} found no checkpoint under {checkpointer.directory}; train first with "
+          f"--mode=train and the same --workdir.")
+    return restore(experiment, checkpointer)
   finally:
     checkpointer.close()
+
+
+def evaluate_latest(experiment, workdir: str) -> dict:
+  """Restores the latest checkpoint in ``workdir`` (read-only) and evaluates it (``--mode=eval``)."""
+  state = restore_latest(experiment, workdir, "eval")
   step = int(jax.device_get(state.step))
   reporter = Reporter(workdir, total_steps=0, start_step=0, progress=False)
   try:
