@@ -48,7 +48,7 @@ def make_source(data_cfg, split: str):
 
 
 class Subset:
-  """The first ``n`` examples of a source (``config.eval.max_images``).
+  """The first ``n`` examples of a source (``config.eval.max_images``), or those at ``indices``.
 
   ``coco`` (if any) is the whole source's ground truth: evaluate with ``image_ids``.
   ``annotation(i)`` is forwarded when the source has it, so ``coco_from_source`` and
@@ -56,20 +56,26 @@ class Subset:
   subset has no drop counters (they belong to the whole source: report the source itself).
   """
 
-  def __init__(self, source, n: int):
-    self.source, self.n = source, min(int(n), len(source))
+  def __init__(self, source, n: int | None = None, *, indices=None):
+    if (n is None) == (indices is None):
+      raise ValueError("Subset takes either n or indices.")
+    self.source = source
+    self.indices = (list(range(min(int(n), len(source)))) if indices is None
+                    else [int(i) for i in indices])
+    self.n = len(self.indices)
     for attr in ("num_classes", "class_names", "category_ids", "coco", "drop_crowd",
                  "min_box_size"):
       if hasattr(source, attr):
         setattr(self, attr, getattr(source, attr))
     if hasattr(source, "annotation"):
       self.annotation = self._annotation
-    self.image_ids = list(source.image_ids)[: self.n]
+    ids = list(source.image_ids)
+    self.image_ids = [ids[i] for i in self.indices]
 
   def _annotation(self, i):
     if not 0 <= i < self.n:
       raise IndexError(i)
-    return self.source.annotation(i)
+    return self.source.annotation(self.indices[i])
 
   def __len__(self):
     return self.n
@@ -77,4 +83,4 @@ class Subset:
   def __getitem__(self, i):
     if not 0 <= i < self.n:
       raise IndexError(i)
-    return self.source[i]
+    return self.source[self.indices[i]]

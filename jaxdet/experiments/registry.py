@@ -11,6 +11,7 @@ import importlib
 
 EXPERIMENTS = {
     "retinanet": "jaxdet.experiments.retinanet:RetinaNetExperiment",
+    "mtgan": "jaxdet.experiments.mtgan:MTGANExperiment",
 }
 
 
