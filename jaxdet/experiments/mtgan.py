@@ -358,14 +358,16 @@ class MTGANExperiment(Experiment):
     """One alternation: a D update on Eq. 11, then a G update on Eq. 10 against the new D.
 
     During ``mtgan.pretrain_steps`` G minimises the pixel MSE only and D is left bit-identical
-    (its update is computed but not kept). With ``mtgan.sr='bilinear'`` (SBU) only D trains.
+    (its update is computed but not kept). With ``mtgan.sr='bilinear'`` (SBU) only D trains,
+    from the first step.
     """
     del rng
     c, l, m = self.config, self.config.loss, self.config.mtgan
     G, D = state["G"], state["D"]
     hr, lr = _to_pixels(batch["hr"]), _to_pixels(batch["lr"])
     labels, v, valid = batch["label"], batch["reg_target"], batch["valid"]
-    pretrain = step < m.pretrain_steps
+    # SBU has no generator to pre-train: D trains from the first step.
+    pretrain = step < (m.pretrain_steps if m.sr == "gan" else 0)
     d_kw = dict(alpha=l.alpha, beta=l.beta, gamma=l.gamma, valid=valid,
                 use_adv=c.discriminator.adv_branch, use_reg=c.discriminator.reg_branch)
     g_kw = dict(alpha=l.alpha, beta=l.beta, gamma=l.gamma, valid=valid, adversarial=l.adversarial,
