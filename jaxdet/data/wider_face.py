@@ -290,7 +290,8 @@ class WiderFaceSource:
       msg = (f"Cannot read image '{path}' (line {self._lines[index]} of "
              f"'{self.annotation_file}'): {type(e).__name__}: {e}")
       if not self.skip_bad_images:
-        raise OSError(msg + ". Hint: fix or remove the file, or pass skip_bad_images=True.") from e
+        raise OSError(msg + ". Hint: fix or remove the file, or rerun with "
+                      "--config.data.skip_bad_images=True to skip unreadable images.") from e
       with self._lock:
         self.stats["bad_images_at_read"] += 1
       warnings.warn(msg + "; using a black image without faces instead.", RuntimeWarning)

@@ -29,6 +29,26 @@ def loop_defaults() -> ml_collections.ConfigDict:
   return c
 
 
+def optim_group(**overrides) -> ml_collections.ConfigDict:
+  """The keys of one network's optimizer (``jaxdet.train.optim.make_optimizer``); the defaults
+  are the detectors' SGD recipe, ``overrides`` change them (e.g. Adam for a GAN generator)."""
+  o = ml_collections.ConfigDict()
+  o.name = "sgd"                   # sgd | adam
+  o.base_lr = 0.01                 # for base_batch images (linear scaling)
+  o.base_batch = 16
+  o.momentum = 0.9                 # sgd
+  o.beta1 = 0.9                    # adam
+  o.beta2 = 0.999
+  o.weight_decay = 1e-4
+  o.warmup_steps = 500             # loop steps
+  o.warmup_factor = 1.0 / 3.0
+  o.decay_steps = (60_000, 80_000)  # loop steps
+  o.decay_factor = 0.1
+  o.grad_clip_norm = 0.0           # 0: off
+  o.update(overrides)
+  return o
+
+
 def detector_defaults() -> ml_collections.ConfigDict:
   """Every key of the detector experiments (``experiment='retinanet'``)."""
   c = loop_defaults()
@@ -120,19 +140,7 @@ def detector_defaults() -> ml_collections.ConfigDict:
   a.lambda_reg = 1.0
 
   # ---- optimizer ----------------------------------------------------------
-  c.optim = o = ml_collections.ConfigDict()
-  o.name = "sgd"
-  o.base_lr = 0.01                 # for base_batch images (linear scaling)
-  o.base_batch = 16
-  o.momentum = 0.9
-  o.beta1 = 0.9
-  o.beta2 = 0.999
-  o.weight_decay = 1e-4
-  o.warmup_steps = 500
-  o.warmup_factor = 1.0 / 3.0
-  o.decay_steps = (60_000, 80_000)
-  o.decay_factor = 0.1
-  o.grad_clip_norm = 0.0
+  c.optim = optim_group()
 
   # ---- evaluation / post-processing ----------------------------------------
   c.eval = e = ml_collections.ConfigDict()

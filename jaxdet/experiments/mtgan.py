@@ -42,7 +42,7 @@ from jaxdet.data import crop_shards, roi_crops
 from jaxdet.data.factory import Subset
 from jaxdet.evaluation import coco as coco_eval
 from jaxdet.experiments.base import Experiment
-from jaxdet.experiments.defaults import loop_defaults
+from jaxdet.experiments.defaults import loop_defaults, optim_group
 from jaxdet.losses import mtgan as mtgan_loss
 from jaxdet.models import mtgan as mtgan_models
 from jaxdet.ops import boxes as box_ops
@@ -50,24 +50,6 @@ from jaxdet.train import optim
 from jaxdet.train import sharding as shard_lib
 from jaxdet.train.config_check import ConfigError
 from jaxdet.train.state import NetworkState
-
-
-def _optim_group(name, base_lr, **kw):
-  o = ml_collections.ConfigDict()
-  o.name = name                    # adam (G) | sgd (D)
-  o.base_lr = base_lr              # for base_batch crops (linear scaling)
-  o.base_batch = 64
-  o.momentum = 0.9
-  o.beta1 = 0.9
-  o.beta2 = 0.999
-  o.weight_decay = 0.0
-  o.warmup_steps = 0
-  o.warmup_factor = 1.0
-  o.decay_steps = ()               # loop steps
-  o.decay_factor = 0.1
-  o.grad_clip_norm = 0.0
-  o.update(kw)
-  return o
 
 
 def mtgan_defaults() -> ml_collections.ConfigDict:
@@ -121,8 +103,10 @@ def mtgan_defaults() -> ml_collections.ConfigDict:
   l.use_mse = True
   l.adversarial = "paper"          # paper (Eq. 10) | non_saturating
 
-  c.optim_G = _optim_group("adam", 1e-4)
-  c.optim_D = _optim_group("sgd", 0.01, weight_decay=1e-4, decay_steps=(40_000,))
+  common = dict(base_batch=64, warmup_steps=0, warmup_factor=1.0)
+  c.optim_G = optim_group(name="adam", base_lr=1e-4, weight_decay=0.0, decay_steps=(), **common)
+  c.optim_D = optim_group(name="sgd", base_lr=0.01, weight_decay=1e-4, decay_steps=(40_000,),
+                          **common)
 
   c.eval = e = ml_collections.ConfigDict()
   e.batch_size = 8                 # val images per baseline batch
