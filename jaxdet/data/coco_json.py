@@ -96,6 +96,30 @@ def clean_boxes(boxes, width, height, min_box_size: float = 1.0, *, wh=None,
   return BoxCleaning(c, keep, degenerate, outside, clipped)
 
 
+def read_annotated_image(path, height: int, width: int, *, where: str, size_name: str,
+                         skip_bad_images: bool, on_skip) -> np.ndarray | None:
+  """Decodes ``path`` and checks it has the annotated ``height x width``.
+
+  On failure: raises an OSError naming the file and ``where`` (the record) with the
+  ``--config.data.skip_bad_images=True`` hint, or, when skipping, calls ``on_skip()``, warns and
+  returns None (the caller substitutes a black image without objects).
+  """
+  try:
+    image = read_rgb(path)
+    if image.shape[:2] != (height, width):
+      raise ValueError(f"decoded size {image.shape[1]}x{image.shape[0]} differs from the "
+                       f"{size_name} size {width}x{height}")
+    return image
+  except Exception as e:  # noqa: BLE001
+    msg = f"Cannot read image '{path}' ({where}): {type(e).__name__}: {e}"
+    if not skip_bad_images:
+      raise OSError(msg + ". Hint: fix or remove the file, or rerun with "
+                    "--config.data.skip_bad_images=True to skip unreadable images.") from e
+    on_skip()
+    warnings.warn(msg + "; using a black image without objects instead.", RuntimeWarning)
+    return None
+
+
 def _is_number(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -321,25 +345,19 @@ class CocoJsonSource:
         file_name=im["file_name"], is_crowd=self._crowd[index],
         height=int(im["height"]), width=int(im["width"]))
 
+  def _count_bad_read(self) -> None:
+    with self._lock:
+      self.stats["bad_images_at_read"] += 1
+
   def __getitem__(self, index: int) -> DetectionExample:
     if not -len(self) <= index < len(self):
       raise IndexError(f"index {index} out of range for {len(self)} images")
     ann = self.annotation(index)
-    path = self.image_path(index)
-    try:
-      image = read_rgb(path)
-      if image.shape[:2] != (ann.height, ann.width):
-        raise ValueError(f"decoded size {image.shape[1]}x{image.shape[0]} differs from the "
-                         f"annotated size {ann.width}x{ann.height}")
-    except Exception as e:  # noqa: BLE001
-      msg = (f"Cannot read image '{path}' (image id={ann.image_id} of '{self.annotation_file}'): "
-             f"{type(e).__name__}: {e}")
-      if not self.skip_bad_images:
-        raise OSError(msg + ". Hint: fix or remove the file, or rerun with "
-                      "--config.data.skip_bad_images=True to skip unreadable images.") from e
-      with self._lock:
-        self.stats["bad_images_at_read"] += 1
-      warnings.warn(msg + "; using a black image without objects instead.", RuntimeWarning)
+    image = read_annotated_image(
+        self.image_path(index), ann.height, ann.width, size_name="annotated",
+        where=f"image id={ann.image_id} of '{self.annotation_file}'",
+        skip_bad_images=self.skip_bad_images, on_skip=self._count_bad_read)
+    if image is None:
       image = np.zeros((ann.height, ann.width, 3), np.uint8)
       ann = DetectionExample(None, np.zeros((0, 4)), np.zeros((0,)), ann.image_id, ann.file_name,
                              height=ann.height, width=ann.width)

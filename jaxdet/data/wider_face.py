@@ -48,14 +48,13 @@ import io
 import math
 import posixpath
 import threading
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from jaxdet.data.coco_json import clean_boxes, read_rgb
+from jaxdet.data.coco_json import clean_boxes, read_annotated_image
 from jaxdet.data.records import DetectionExample
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -275,26 +274,20 @@ class WiderFaceSource:
                             image_id=self._ids[index], file_name=self._paths[index],
                             height=h, width=w)
 
+  def _count_bad_read(self) -> None:
+    with self._lock:
+      self.stats["bad_images_at_read"] += 1
+
   def __getitem__(self, index: int) -> DetectionExample:
     if not -len(self) <= index < len(self):
       raise IndexError(f"index {index} out of range for {len(self)} images")
     index = range(len(self))[index]
     ann = self.annotation(index)
-    path = self.image_path(index)
-    try:
-      image = read_rgb(path)
-      if image.shape[:2] != (ann.height, ann.width):
-        raise ValueError(f"decoded size {image.shape[1]}x{image.shape[0]} differs from the "
-                         f"header size {ann.width}x{ann.height}")
-    except Exception as e:  # noqa: BLE001
-      msg = (f"Cannot read image '{path}' (line {self._lines[index]} of "
-             f"'{self.annotation_file}'): {type(e).__name__}: {e}")
-      if not self.skip_bad_images:
-        raise OSError(msg + ". Hint: fix or remove the file, or rerun with "
-                      "--config.data.skip_bad_images=True to skip unreadable images.") from e
-      with self._lock:
-        self.stats["bad_images_at_read"] += 1
-      warnings.warn(msg + "; using a black image without faces instead.", RuntimeWarning)
+    image = read_annotated_image(
+        self.image_path(index), ann.height, ann.width, size_name="header",
+        where=f"line {self._lines[index]} of '{self.annotation_file}'",
+        skip_bad_images=self.skip_bad_images, on_skip=self._count_bad_read)
+    if image is None:
       return DetectionExample(np.zeros((ann.height, ann.width, 3), np.uint8), np.zeros((0, 4)),
                               np.zeros((0,)), ann.image_id, ann.file_name)
     return DetectionExample(image=image, boxes=ann.boxes, classes=ann.classes,
