@@ -56,13 +56,16 @@ def detector_defaults() -> ml_collections.ConfigDict:
 
   # ---- data -------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
-  d.source = "benchmark"           # benchmark | coco_json | tfds
+  d.source = "benchmark"           # benchmark | coco_json | tfds | wider_face (official release)
   d.benchmark_root = ""            # '' -> $JAXDET_DATA or ~/.cache/jaxdet
+  d.benchmark_subset = "all"       # benchmark: all (5 classes) | faces (face-only split, 1 class)
+  d.wider_face_root = ""           # wider_face: folder with wider_face_split/, WIDER_train/images/,
+                                   # WIDER_val/images/ (the official zips unzipped)
   d.train_json = ""                # coco_json: annotation file of the train split
   d.train_images = ""              # coco_json: image folder of the train split
   d.val_json = ""
   d.val_images = ""
-  d.tfds_name = ""                 # tfds: e.g. 'coco/2017', 'voc/2007'
+  d.tfds_name = ""                 # tfds: e.g. 'coco/2017', 'voc/2007', 'wider_face'
   d.tfds_train_split = "train"
   d.tfds_val_split = "validation"
   d.tfds_data_dir = ""
@@ -150,6 +153,10 @@ def detector_defaults() -> ml_collections.ConfigDict:
   e.nms_iou = 0.5
   e.max_detections = 100
   e.voc_metrics = False            # also report VOC07 11-point / area mAP@0.5
+  e.protocol = "coco"              # coco | wider_face (+ easy/medium/hard AP, predictions also
+                                   # in the official layout; jaxdet.experiments.detection_eval)
+  e.wider_face_gt_dir = ""         # wider_face: official eval_tools/ground_truth folder (.mat);
+                                   # '' -> face-height proxy subsets built from the val source
   e.max_images = 0                 # 0 = whole split
   e.log_images = 4                 # val images drawn with their detections after each eval
   e.robustness = ("clean", "black_patch", "random_patch", "flipped_patch", "gaussian_noise")

@@ -5,7 +5,8 @@ subclass builds its network and implements ``init``, ``train_step`` and
 ``predict_fn(net, images, image_hw) -> Detections`` (padded boxes in resized-image pixels,
 scores, contiguous classes, ``num_valid``, as ``jaxdet.ops.postprocess``); this class turns
 those into COCO results in original image coordinates and the dataset's category ids, runs
-COCO (and VOC) evaluation, and provides the ``predict`` and ``robustness`` modes.
+the evaluation protocol (``jaxdet.experiments.detection_eval``: COCO, VOC, WIDER FACE), and
+provides the ``predict`` and ``robustness`` modes.
 
 The experiment state is a dict whose ``"net"`` entry is the detector's ``NetworkState``
 (other entries: e.g. ALWA's state). The classes come from the training data, or from the
@@ -26,6 +27,7 @@ import numpy as np
 from jaxdet.data import factory
 from jaxdet.data.detection_loader import DetectionLoader
 from jaxdet.evaluation import coco as coco_eval
+from jaxdet.experiments import detection_eval
 from jaxdet.experiments.base import Experiment
 from jaxdet.experiments.defaults import detector_defaults
 from jaxdet.train import sharding as shard_lib
@@ -107,6 +109,7 @@ class DetectionExperiment(Experiment):
     from jaxdet.train.config_check import ConfigError
     c = self.config
     shard_lib.check_global_batch_size(c.eval.batch_size, self.mesh, key="config.eval.batch_size")
+    detection_eval.check_protocol(c.eval.get("protocol", "coco"))
     if mode == "predict":
       self.predict_source()  # the folder exists, holds images, each readable (or skipped)
       return
@@ -235,22 +238,19 @@ class DetectionExperiment(Experiment):
     return results
 
   def evaluate(self, state, *, workdir: str, step: int, transform=None, tag: str = "") -> dict:
-    """COCO AP (and VOC mAP50 with config.eval.voc_metrics) on the val split; the result file
-    is kept as ``<workdir>/detections<tag>_step<step>.json``."""
+    """Metrics of the val split with ``config.eval.protocol`` (COCO AP; ``wider_face`` adds
+    easy / medium / hard AP), VOC mAP50 with ``config.eval.voc_metrics``
+    (``jaxdet.experiments.detection_eval``); the result file is kept as
+    ``<workdir>/detections<tag>_step<step>.json``."""
+    e = self.config.eval
+    protocol = e.get("protocol", "coco")
+    detection_eval.check_protocol(protocol)  # before the detector runs over the split
     results = self.detect(state, self.eval_batches(transform=transform))
-    metrics = {}
-    if jax.process_index() == 0:
-      os.makedirs(workdir, exist_ok=True)
-      result_file = os.path.join(workdir, f"detections{tag}_step{step}.json")
-      gt = self.val_source.coco
-      metrics = coco_eval.evaluate_coco(gt, results, result_file=result_file,
-                                        image_ids=self.val_source.image_ids)
-      if self.config.eval.voc_metrics:
-        from jaxdet.evaluation import voc
-        for use07, name in ((True, "mAP50_voc07"), (False, "mAP50_area")):
-          metrics[name] = voc.evaluate_voc_from_coco(
-              gt, results, use_07_metric=use07, image_ids=self.val_source.image_ids)["mAP"]
-    return metrics
+    if jax.process_index() != 0:
+      return {}
+    return detection_eval.evaluate_detections(
+        self.val_source, results, workdir=workdir, step=step, tag=tag, protocol=protocol,
+        voc_metrics=bool(e.voc_metrics), wider_face_gt_dir=e.get("wider_face_gt_dir", ""))
 
   def eval_images(self, state, *, step: int) -> dict[str, np.ndarray]:
     """The first ``config.eval.log_images`` val images with their detections drawn, as one
