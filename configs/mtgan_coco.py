@@ -5,25 +5,34 @@ detector works (RetinaNet R50-FPN below). Train it first, then MTGAN (mining run
 
     python -m jaxdet.main --config=configs/retinanet_coco.py --workdir=runs/retinanet_coco
     python -m jaxdet.main --config=configs/mtgan_coco.py --workdir=runs/mtgan_coco
+    python -m jaxdet.main --config=configs/mtgan_coco.py --workdir=runs/mtgan_coco --mode=accuracy \\
+        --config.mtgan.compare_runs="('runs/mtgan_coco_sbu',)"      # Table 9
 
 Schedule (§4.2): SGD lr 0.01 for D, /10 every 40k iterations, 80k iterations; Adam for G;
-100 RoIs per test image. Variants: ':sbu' (bilinear x4 instead of G, Table 3), ':ensemble'
-(MTGAN x baseline scores, Table 6), ':r101' (ResNet-101 D).
+100 RoIs per test image. Variants (combine with ','):
+
+* ``:sbu`` -- simple bilinear up-sampler instead of G (Table 4);
+* ``:rcnn`` -- plain R-CNN: D without adversarial branch on 224 x 224 resized proposals (Table 3);
+* ``:d_no_adv``, ``:d_no_reg`` -- D without the adversarial / regression branch (Tables 3, 5);
+* ``:g_no_adv``, ``:g_no_cls``, ``:g_no_reg`` -- G trained without that loss term (Table 5);
+* ``:ensemble`` -- MTGAN x baseline scores (Table 6); ``:r101`` -- ResNet-101 D.
 """
 from jaxdet.experiments.defaults import parse_variants
-from jaxdet.experiments.mtgan import mtgan_defaults
+from jaxdet.experiments.mtgan import apply_ablations, mtgan_defaults
+
+VARIANTS = ("sbu", "rcnn", "d_no_adv", "d_no_reg", "g_no_adv", "g_no_cls", "g_no_reg",
+            "ensemble", "r101")
 
 
 def get_config(arg: str | None = None):
   variants = parse_variants(arg)
-  unknown = variants - {"sbu", "ensemble", "r101"}
+  unknown = variants - set(VARIANTS)
   if unknown:
     raise ValueError(f"configs/mtgan_coco.py: unknown variant(s) {sorted(unknown)}; valid: "
-                     f"sbu, ensemble, r101.")
+                     f"{', '.join(VARIANTS)}.")
   c = mtgan_defaults()
   c.mtgan.baseline_workdir = "runs/retinanet_coco"
-  c.mtgan.sr = "bilinear" if "sbu" in variants else "gan"
-  c.mtgan.ensemble = "ensemble" in variants
+  c.mtgan.baseline_config = "configs/retinanet_coco.py"
   c.mtgan.pretrain_steps = 10_000
   c.discriminator.depth = 101 if "r101" in variants else 50
   c.discriminator.norm = "frozen_bn"
@@ -33,4 +42,5 @@ def get_config(arg: str | None = None):
   c.optim_D.decay_steps = (40_000,)           # "/10 every 40k", 80k iterations in all
   c.optim_G.base_lr, c.optim_G.base_batch = 1e-4, 64
   c.mtgan.num_workers = 16
+  apply_ablations(c, variants)
   return c

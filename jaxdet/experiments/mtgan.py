@@ -19,14 +19,22 @@ Pipeline (§3, Fig. 2):
    states: Adam for G (``optim_G``), SGD for D (``optim_D``); each update touches one network.
    (One step holds both updates instead of a ``lax.switch`` between them: XLA:CPU ran the
    convolutions inside the conditional's branches ~10x slower.)
-4. **Inference** (``--mode=eval``): the baseline's top ``mtgan.test_rois`` RoIs per val image
-   (100 on COCO, §4.2) -> LR crops -> G -> D -> class scores (softmax over K + 1) and the RoI
-   refined by D's regression -> per-class NMS -> COCO AP. ``mtgan.ensemble`` multiplies the
-   score of the baseline's class by the baseline's score (Table 6). The baseline's own detections
-   of the same RoIs are evaluated alongside (``baseline_AP``...), so one evaluation compares both.
+4. **Inference** (``--mode=eval``, ``jaxdet.experiments.mtgan_inference``): the baseline's top
+   ``mtgan.test_rois`` RoIs per val image (100 on COCO, 600 on WIDER FACE, §4.2) -> LR crops ->
+   G -> D -> class scores (softmax over K + 1) and the RoI refined by D's regression -> per-class
+   NMS -> the baseline's evaluation protocol (COCO AP, or WIDER FACE easy / medium / hard AP with
+   the predictions in the official layout). ``mtgan.ensemble`` multiplies the score of the
+   baseline's class by the baseline's score (Table 6). The baseline's own detections of the same
+   RoIs are evaluated alongside (``baseline_AP``...), so one evaluation compares both.
+5. **Table 9** (``--mode=accuracy``): Pos. / Neg. / All classification accuracy of the baseline,
+   this run and ``mtgan.compare_runs`` on the baseline's val RoIs.
 
-``mtgan.sr = 'bilinear'`` is the SBU ablation (Table 3: LR upsampled x4 bilinearly instead of by
-G; only D trains). Pixels enter both networks in [-1, 1] (G ends in tanh).
+Ablations by config (Tables 3-5): ``mtgan.sr = 'bilinear'`` is SBU (LR upsampled x4 bilinearly
+instead of by G; only D trains); ``mtgan.sr = 'none'`` with ``mtgan.hr_size = 224`` and no
+adversarial branch is the plain R-CNN of Table 3 (D on the resized proposals); D without the
+adversarial / regression branch: ``discriminator.adv_branch`` / ``reg_branch``; G without its
+adv / cls / reg terms: ``loss.use_adv`` / ``use_cls`` / ``use_reg``. Pixels enter both networks
+in [-1, 1] (G ends in tanh).
 """
 from __future__ import annotations
 
@@ -40,12 +48,12 @@ import numpy as np
 
 from jaxdet.data import crop_shards, roi_crops
 from jaxdet.data.factory import Subset
-from jaxdet.evaluation import coco as coco_eval
+from jaxdet.experiments import detection_eval
+from jaxdet.experiments import mtgan_inference as inference
 from jaxdet.experiments.base import Experiment
 from jaxdet.experiments.defaults import loop_defaults, optim_group
 from jaxdet.losses import mtgan as mtgan_loss
 from jaxdet.models import mtgan as mtgan_models
-from jaxdet.ops import boxes as box_ops
 from jaxdet.train import optim
 from jaxdet.train import sharding as shard_lib
 from jaxdet.train.config_check import ConfigError
@@ -62,6 +70,7 @@ def mtgan_defaults() -> ml_collections.ConfigDict:
 
   c.mtgan = m = ml_collections.ConfigDict()
   m.baseline_workdir = ""          # a finished jaxdet detector run (required)
+  m.baseline_config = ""           # the config that trains it (named in the missing-run error)
   m.crops_dir = ""                 # '' -> <workdir>/crops
   m.mine_rois_per_image = 100      # baseline detections per train image considered for mining
   m.mine_score_threshold = 0.0     # baseline score threshold while mining
@@ -73,11 +82,16 @@ def mtgan_defaults() -> ml_collections.ConfigDict:
   m.hr_size = 64                   # §3.2: 64 x 64 HR RoIs
   m.scale = 4                      # LR = HR / 4 (bicubic, §4.2)
   m.box_weights = (10.0, 10.0, 5.0, 5.0)  # regression target v (Fast R-CNN weights)
-  m.sr = "gan"                     # gan | bilinear (SBU ablation, Table 3)
+  m.sr = "gan"                     # D's input: gan = G(LR) | bilinear = LR x4 (SBU, Table 4) |
+                                   # none = the HR crop (plain R-CNN of Table 3, hr_size 224)
   m.pretrain_steps = 0             # loop steps of G with the pixel MSE only (§3.1)
   m.test_rois = 100                # §4.2: 100 RoIs per COCO test image (WIDER FACE: 600)
   m.test_score_threshold = 0.0     # baseline score a test RoI needs (0: the top test_rois)
   m.ensemble = False               # Table 6: MTGAN score x baseline score
+  m.accuracy_baseline_threshold = 0.5  # --mode=accuracy (Table 9): baseline score below which
+                                   # its RoI counts as called background
+  m.compare_runs = ()              # --mode=accuracy: other finished MTGAN runs (same baseline),
+                                   # e.g. the SBU run, printed as more rows of Table 9
   m.hflip = True                   # random horizontal flip of the crops (train)
   m.num_workers = 2
 
@@ -116,32 +130,41 @@ def mtgan_defaults() -> ml_collections.ConfigDict:
   e.max_detections = 100
   e.max_images = 0                 # 0 = whole val split
   e.log_images = 8                 # LR | SR | HR crops drawn after each evaluation
+  e.protocol = ""                  # '' = the baseline's | coco | wider_face (easy/medium/hard AP,
+                                   # predictions also written in the official layout)
+  e.wider_face_gt_dir = ""         # '' = the baseline's; official eval_tools/ground_truth folder
   return c
+
+
+ABLATIONS = ("sbu", "rcnn", "d_no_adv", "d_no_reg", "g_no_adv", "g_no_cls", "g_no_reg", "ensemble")
+
+
+def apply_ablations(c: ml_collections.ConfigDict, variants) -> None:
+  """The paper's ablations as config variants (the names in ``ABLATIONS``; others are ignored):
+  ``sbu`` (Table 4), ``rcnn`` (plain R-CNN, Table 3: D without adversarial branch on 224 x 224
+  resized proposals), ``d_no_adv`` / ``d_no_reg`` (D without that branch, Tables 3 and 5),
+  ``g_no_adv`` / ``g_no_cls`` / ``g_no_reg`` (G without that loss term, Table 5), ``ensemble``
+  (Table 6)."""
+  variants = set(variants)
+  if "sbu" in variants and "rcnn" in variants:
+    raise ValueError("variants 'sbu' and 'rcnn' are two different ablations: pick one.")
+  if "sbu" in variants:
+    c.mtgan.sr = "bilinear"
+  if "rcnn" in variants:
+    c.mtgan.sr, c.mtgan.hr_size, c.mtgan.pretrain_steps = "none", 224, 0
+  if "rcnn" in variants or "d_no_adv" in variants:
+    c.discriminator.adv_branch, c.loss.use_adv = False, False
+  if "d_no_reg" in variants:
+    c.discriminator.reg_branch, c.loss.use_reg = False, False
+  for term in ("adv", "cls", "reg"):
+    if f"g_no_{term}" in variants:
+      c.loss[f"use_{term}"] = False
+  if "ensemble" in variants:
+    c.mtgan.ensemble = True
 
 
 def _to_pixels(x_uint8):
   return x_uint8.astype(jnp.float32) / 127.5 - 1.0
-
-
-def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-  """Greedy NMS (host, small N): indices kept in descending score order."""
-  order = np.argsort(-scores, kind="stable")
-  keep = []
-  while len(order):
-    i = order[0]
-    keep.append(int(i))
-    if len(order) == 1:
-      break
-    rest = order[1:]
-    x1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-    y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-    x2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-    y2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    overlap = inter / np.maximum(area(boxes[i]) + area(boxes[rest]) - inter, 1e-9)
-    order = rest[overlap <= iou]
-  return keep
 
 
 class MTGANExperiment(Experiment):
@@ -151,8 +174,15 @@ class MTGANExperiment(Experiment):
   def __init__(self, config, mesh, *, metadata=None):
     super().__init__(config, mesh)
     c, m = config, config.mtgan
-    if m.sr not in ("gan", "bilinear"):
-      raise ConfigError(f"config.mtgan.sr={m.sr!r}: use 'gan' or 'bilinear' (SBU).")
+    if m.sr not in ("gan", "bilinear", "none"):
+      raise ConfigError(f"config.mtgan.sr={m.sr!r}: use 'gan', 'bilinear' (SBU) or 'none' "
+                        f"(plain R-CNN).")
+    if m.sr == "none" and c.discriminator.adv_branch:
+      raise ConfigError("config.mtgan.sr='none' (plain R-CNN, Table 3) has no generated images "
+                        "for an adversarial branch: set --config.discriminator.adv_branch=False.")
+    if c.eval.protocol not in ("", "coco", "wider_face"):
+      raise ConfigError(f"config.eval.protocol={c.eval.protocol!r}: use '' (the baseline's), "
+                        f"'coco' or 'wider_face'.")
     if not m.baseline_workdir:
       raise ConfigError("config.mtgan.baseline_workdir is empty: train a detector first, e.g. "
                         "python -m jaxdet.main --config=configs/demo.py --workdir=runs/demo, and "
@@ -180,10 +210,12 @@ class MTGANExperiment(Experiment):
 
   @classmethod
   def modes(cls):
-    return ("train", "eval", "mine")
+    return ("train", "eval", "mine", "accuracy")
 
   def run_mode(self, mode, workdir):
     self.workdir = workdir
+    if mode == "accuracy":
+      return inference.accuracy_mode(self, workdir)
     if mode == "mine" or (mode == "train" and not self.mined(workdir)):
       result = self.mine(workdir)
       if mode == "mine":
@@ -205,8 +237,12 @@ class MTGANExperiment(Experiment):
       try:
         self._baseline = load_trained(path, mesh=self.mesh)
       except (FileNotFoundError, RuntimeError) as e:
+        hint = ""
+        if self.config.mtgan.baseline_config:
+          hint = (f" Train it with: python -m jaxdet.main "
+                  f"--config={self.config.mtgan.baseline_config} --workdir={path}")
         raise ConfigError(f"config.mtgan.baseline_workdir={path!r} must be a finished detector "
-                          f"run (MTGAN mines its RoIs): {e}") from e
+                          f"run (MTGAN mines its RoIs): {e}{hint}") from e
     return self._baseline
 
   def crops_dir(self, workdir: str) -> str:
@@ -237,7 +273,7 @@ class MTGANExperiment(Experiment):
                                             metadata={"categories": self._metadata["categories"]})
     return self._detectors[key]
 
-  def _baseline_detections(self, source, max_detections: int,
+  def baseline_detections(self, source, max_detections: int,
                            score_threshold: float) -> dict[int, list[dict]]:
     """The baseline's detections (original pixels) per image id of ``source``."""
     exp = self._baseline_detector(max_detections, score_threshold)
@@ -246,10 +282,6 @@ class MTGANExperiment(Experiment):
     for r in results:
       by_image.setdefault(r["image_id"], []).append(r)
     return by_image
-
-  def _class_of(self):
-    ids = self._metadata["categories"]["ids"]
-    return {cid: k for k, cid in enumerate(ids)}
 
   def mine(self, workdir: str) -> dict:
     """Mines HR/LR crops of the baseline's RoIs on the train split (resumable)."""
@@ -268,7 +300,7 @@ class MTGANExperiment(Experiment):
     with writer:
       for start in range(0, len(todo), chunk):
         part = Subset(source, indices=todo[start:start + chunk])
-        dets = self._baseline_detections(part, max(int(m.mine_rois_per_image), 1),
+        dets = self.baseline_detections(part, max(int(m.mine_rois_per_image), 1),
                                          float(m.mine_score_threshold))
         for k in range(len(part)):
           ex = part[k]
@@ -319,9 +351,12 @@ class MTGANExperiment(Experiment):
     return {**state, "D": NetworkState.create(params=params, model_state=variables,
                                               optimizer=self.opt_D)}
 
-  def _sr(self, g: NetworkState, lr, train: bool):
-    """SR crops in [-1, 1] and G's new BatchNorm statistics."""
+  def _d_input(self, g: NetworkState, lr, hr, train: bool):
+    """D's input for a RoI in [-1, 1] -- G(LR), LR bilinear x4 (SBU) or the HR crop itself
+    (plain R-CNN) -- and G's new BatchNorm statistics."""
     m = self.config.mtgan
+    if m.sr == "none":
+      return hr, g.model_state
     if m.sr == "bilinear":
       b, h, w, c = lr.shape
       return jax.image.resize(lr, (b, h * m.scale, w * m.scale, c), "bilinear"), g.model_state
@@ -359,23 +394,29 @@ class MTGANExperiment(Experiment):
                 use_reg=l.use_reg and c.discriminator.reg_branch, use_mse=l.use_mse)
 
     # D on HR and on the current SR crops (G fixed).
-    sr, _ = self._sr(G, lr, train=False)
+    sr, _ = self._d_input(G, lr, hr, train=False)
     sr = jax.lax.stop_gradient(sr)
 
     def d_loss_fn(p):
+      if m.sr == "none":
+        # Plain R-CNN: one input per RoI, so the HR and SR terms of Eq. 11 coincide; halved so
+        # each RoI counts once.
+        d_hr = self._d(D, p, hr, True)
+        total, terms = mtgan_loss.discriminator_loss(d_hr, d_hr, labels, v, **d_kw)
+        return total / 2, jax.tree.map(lambda t: t / 2, terms)
       return mtgan_loss.discriminator_loss(self._d(D, p, hr, True), self._d(D, p, sr, True),
                                            labels, v, **d_kw)
     (loss_d, d_terms), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(D.params)
     D_new = D.apply_gradients(self.opt_D, d_grads, step)
     D_new = jax.tree.map(lambda new, old: jnp.where(pretrain, old, new), D_new, D)
 
-    if m.sr == "bilinear":   # SBU: no generator
+    if m.sr != "gan":   # SBU, plain R-CNN: no generator
       loss_g, g_terms = mtgan_loss.generator_loss(self._d(D, D.params, sr, False), sr, hr, labels,
                                                   v, **g_kw)
       new = {"G": G, "D": D_new}
     else:
       def g_loss_fn(p):
-        sr_g, stats = self._sr(G.replace(params=p), lr, train=True)
+        sr_g, stats = self._d_input(G.replace(params=p), lr, hr, train=True)
         total, terms = mtgan_loss.generator_loss(self._d(D_new, D_new.params, sr_g, False), sr_g,
                                                  hr, labels, v, **g_kw)
         return jnp.where(pretrain, terms["mse"], total), (total, terms, stats)
@@ -403,82 +444,58 @@ class MTGANExperiment(Experiment):
     return ({k: b[k] for k in keys} for b in loader)
 
   # ---- inference ---------------------------------------------------------------------------------
-  def _refine_fn(self, state, lr):
-    """LR crops uint8 -> (class probabilities [N, K+1], D's deltas [N, 4], SR crops uint8)."""
-    sr, _ = self._sr(state["G"], _to_pixels(lr), train=False)
+  def _refine_fn(self, state, lr, hr):
+    """uint8 LR and HR crops -> (class probabilities [N, K+1], D's deltas [N, 4], D's input as
+    uint8 [N, S, S, 3])."""
+    sr, _ = self._d_input(state["G"], _to_pixels(lr), _to_pixels(hr), train=False)
     out = self._d(state["D"], state["D"].params, sr, False)
     probs = jax.nn.softmax(out["cls"].astype(jnp.float32), axis=-1)
     deltas = out["reg"] if "reg" in out else jnp.zeros((lr.shape[0], 4), jnp.float32)
     sr_uint8 = jnp.clip((sr + 1.0) * 127.5 + 0.5, 0, 255).astype(jnp.uint8)
     return probs, deltas.astype(jnp.float32), sr_uint8
 
-  def _rois_and_crops(self, source):
-    """Per val image: its baseline RoIs (top test_rois), their scores/classes, HR and LR crops."""
-    m = self.config.mtgan
-    dets = self._baseline_detections(source, int(m.test_rois), float(m.test_score_threshold))
-    class_of = self._class_of()
-    for i in range(len(source)):
-      ex = source[i]
-      rs = sorted(dets.get(ex.image_id, []), key=lambda r: -r["score"])[: int(m.test_rois)]
-      if not rs:
-        continue
-      rois = np.array([[r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2],
-                        r["bbox"][1] + r["bbox"][3]] for r in rs], np.float32)
-      hr, lr = roi_crops.crop_hr_lr(ex.image, rois, hr_size=int(m.hr_size), scale=int(m.scale))
-      yield (ex, rs, rois, np.array([r["score"] for r in rs], np.float32),
-             np.array([class_of[r["category_id"]] for r in rs]), hr, lr)
-
-  def _run_d(self, state, lr):
-    n, b = len(lr), int(self.config.eval.crop_batch)
-    pad = (-n) % b
-    lr = np.concatenate([lr, np.zeros((pad, *lr.shape[1:]), lr.dtype)])
-    outs = [jax.device_get(self._refine(state, lr[k:k + b])) for k in range(0, len(lr), b)]
-    probs, deltas, sr = (np.concatenate([o[j] for o in outs])[:n] for j in range(3))
-    return probs, deltas, sr
+  def refine_crops(self, state, lr, hr):
+    """``_refine_fn`` jitted, on one batch of ``eval.crop_batch`` crops (host arrays)."""
+    return self._refine(state, lr, hr)
 
   def evaluate(self, state, *, workdir, step):
-    e, m = self.config.eval, self.config.mtgan
+    """MTGAN on the baseline's top RoIs (``mtgan_inference``), and the baseline's own detections
+    of the same RoIs as ``baseline_*`` metrics, with the baseline's evaluation protocol."""
     source = self.val_source
-    ids = self._metadata["categories"]["ids"]
     results, baseline_results = [], []
-    for ex, rs, rois, base_scores, base_cls, _, lr in self._rois_and_crops(source):
-      baseline_results += rs
-      probs, deltas, _ = self._run_d(state, lr)
-      boxes = np.asarray(box_ops.decode(jnp.asarray(deltas), jnp.asarray(rois),
-                                        weights=tuple(m.box_weights)))
-      boxes = np.clip(boxes, 0, [ex.width, ex.height, ex.width, ex.height])
-      dets = []
-      for k in range(self.num_classes):
-        score = probs[:, k + 1]
-        if m.ensemble:
-          score = np.where(base_cls == k, score * base_scores, 0.0)
-        keep = np.nonzero(score > e.score_threshold)[0]
-        for j in (keep[_nms(boxes[keep], score[keep], e.nms_iou)] if len(keep) else []):
-          x1, y1, x2, y2 = (float(t) for t in boxes[j])
-          dets.append({"image_id": ex.image_id, "category_id": ids[k], "score": float(score[j]),
-                       "bbox": [x1, y1, x2 - x1, y2 - y1]})
-      results += sorted(dets, key=lambda d: -d["score"])[: e.max_detections]
+    items = inference.baseline_rois(self, source)
+    for item in inference.refine(self, state, items):
+      baseline_results += item.baseline
+      results += inference.detections(self, item)
     metrics = {}
     if jax.process_index() == 0:
-      gt = source.coco
-      metrics = coco_eval.evaluate_coco(
-          gt, results, result_file=os.path.join(workdir, f"detections_step{step}.json"),
-          image_ids=source.image_ids)
-      base = coco_eval.evaluate_coco(gt, baseline_results, image_ids=source.image_ids)
+      kw = self.protocol_kwargs()
+      metrics = detection_eval.evaluate_detections(source, results, workdir=workdir, step=step,
+                                                   **kw)
+      base = detection_eval.evaluate_detections(source, baseline_results, workdir=workdir,
+                                                step=step, tag="_baseline", **kw)
       metrics.update({f"baseline_{k}": v for k, v in base.items()})
     return metrics
 
+  def protocol_kwargs(self) -> dict:
+    """``evaluate_detections`` settings: ``eval.protocol`` / ``eval.wider_face_gt_dir``, or the
+    baseline's when empty."""
+    e, b = self.config.eval, self.baseline.config.eval
+    return {"protocol": e.protocol or b.get("protocol", "coco"),
+            "voc_metrics": bool(b.get("voc_metrics", False)),
+            "wider_face_gt_dir": e.wider_face_gt_dir or b.get("wider_face_gt_dir", "")}
+
   def eval_images(self, state, *, step):
-    """LR (upsampled) | SR | HR crops of the first val RoIs, one row per RoI (Fig. 3)."""
+    """LR (upsampled) | D's input (SR) | HR crops of the first val RoIs, one row per RoI (Fig. 3)."""
     n = int(self.config.eval.log_images)
     if n <= 0:
       return {}
     from jaxdet import visualize
     tiles = []
-    for *_, hr, lr in self._rois_and_crops(Subset(self.val_source, 4)):
-      _, _, sr = self._run_d(state, lr)
-      for j in range(min(len(lr), n - len(tiles) // 3)):
-        tiles += [lr[j], sr[j], hr[j]]
+    items = inference.baseline_rois(self, Subset(self.val_source, 4))
+    for item in inference.refine(self, state, items, keep_sr=True):
+      for j in range(min(len(item.lr), n - len(tiles) // 3)):
+        tiles += [item.lr[j], item.sr[j], item.hr[j]]
       if len(tiles) >= 3 * n:
         break
     if not tiles or jax.process_index() != 0:

@@ -28,7 +28,16 @@ def test_group_replaced_by_value_is_an_error():
     validate(c, detector_defaults())
 
 
-@pytest.mark.parametrize("name", ["demo", "retinanet_coco", "retinanet_voc", "aploss_voc", "aploss_coco", "aploss_demo", "alwa_voc", "conretinanet_coco", "conretinanet_demo", "mtgan_demo", "mtgan_coco"])
+import pathlib  # noqa: E402
+
+CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[2] / "configs").glob("*.py"))
+
+
+def test_every_paper_config_is_checked():
+  assert {"demo", "retinanet_coco", "mtgan_coco", "mtgan_widerface", "mtgan_demo"} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
 def test_shipped_configs_are_valid(name):
   import importlib.util, pathlib
   path = pathlib.Path(__file__).parents[2] / "configs" / f"{name}.py"
