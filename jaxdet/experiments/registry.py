@@ -11,6 +11,7 @@ import importlib
 
 EXPERIMENTS = {
     "retinanet": "jaxdet.experiments.retinanet:RetinaNetExperiment",
+    "faster_rcnn": "jaxdet.experiments.faster_rcnn:FasterRCNNExperiment",
     "mtgan": "jaxdet.experiments.mtgan:MTGANExperiment",
 }
 

@@ -143,7 +143,7 @@ class Stage(nn.Module):
 
 
 class ResNet(nn.Module):
-  """ResNet-{18,34,50,101,152} returning {'C2','C3','C4','C5'}.
+  """ResNet-{18,34,50,101,152} returning {'C2','C3','C4','C5'} (up to ``C{num_stages+1}``).
 
   Attributes:
     depth: 18, 34, 50, 101 or 152.
@@ -159,6 +159,7 @@ class ResNet(nn.Module):
   norm: str = "frozen_bn"
   frozen_stages: int = -1
   dtype: Any = jnp.float32
+  num_stages: int = 4              # 3: stop after res4 (C4 detectors run res5 in the RoI head)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -175,7 +176,7 @@ class ResNet(nn.Module):
     if frozen:
       x = jax.lax.stop_gradient(x)
     outputs = {}
-    for s, n_blocks in enumerate(counts, start=1):
+    for s, n_blocks in enumerate(counts[:self.num_stages], start=1):
       frozen = s <= self.frozen_stages
       x = Stage(
           block=kind,
