@@ -149,6 +149,9 @@ def test_append_gt_false_matches_reference():
   case = make_case(np.random.default_rng(6), n_props=300)
   out = sample_jit(*case, jax.random.key(1), num_classes=NUM_CLASSES, append_gt=False)
   check(out, *case, append_gt=False)
+  # Without appended ground truth every sampled RoI is a valid proposal.
+  picked = np.asarray(out.indices)[np.asarray(out.valid)]
+  assert len(picked) > 0 and np.all(picked < len(case[0])) and np.all(np.asarray(case[1])[picked])
 
 
 def test_reproducible_random_and_vmappable():

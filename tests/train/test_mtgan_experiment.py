@@ -47,6 +47,27 @@ def _config(baseline, **overrides):
   return c
 
 
+def _same(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _fresh_run(config, workdir):
+  """(experiment, fresh loop state, jitted loop step, train batches) after mining into workdir."""
+  from jaxdet.experiments import registry
+  from jaxdet.train import loop
+  from jaxdet.train import sharding as shard_lib
+  exp = registry.build(config, shard_lib.make_mesh())
+  exp.workdir = workdir
+  exp.mine(workdir)
+
+  class NoCheckpoints:
+    def latest_step(self):
+      return None
+
+  state, _ = loop.init_or_restore(exp, NoCheckpoints())
+  return exp, state, jax.jit(loop.make_step(exp)), exp.train_batches(0)
+
+
 def test_missing_baseline_says_what_to_train(tmp_path):
   from jaxdet.run import run
   from jaxdet.train.config_check import ConfigError
@@ -167,26 +188,13 @@ def test_plain_rcnn_trains_d_on_the_resized_proposals(baseline, tmp_path):
     registry.build(_config(baseline, **{"mtgan.sr": "none"}), shard_lib.make_mesh())
   c = _config(baseline, **{"mtgan.sr": "none", "mtgan.hr_size": 32,
                            "discriminator.adv_branch": False, "mtgan.pretrain_steps": 0})
-  exp = registry.build(c, shard_lib.make_mesh())
-  workdir = str(tmp_path / "rcnn")
-  exp.workdir = workdir
-  exp.mine(workdir)
-
-  class NoCheckpoints:
-    def latest_step(self):
-      return None
-
-  state, _ = loop.init_or_restore(exp, NoCheckpoints())
-  step = jax.jit(loop.make_step(exp))
-  batches = exp.train_batches(0)
+  exp, state, step, batches = _fresh_run(c, str(tmp_path / "rcnn"))
   batch = next(batches)
   assert batch["hr"].shape[1:] == (32, 32, 3)
   before = jax.device_get(state.experiment)
   state, metrics = step(state, shard_lib.to_global(batch, exp.mesh))
   after = jax.device_get(state.experiment)
-  same = lambda a, b: all(np.array_equal(x, y) for x, y in
-                          zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  assert same(after["G"], before["G"]) and not same(after["D"].params, before["D"].params)
+  assert _same(after["G"], before["G"]) and not _same(after["D"].params, before["D"].params)
   assert float(metrics["D_adv"]) == 0.0 and np.isfinite(float(metrics["loss_D"]))
   _, _, d_input = exp.refine_crops(state.experiment, batch["lr"], batch["hr"])
   np.testing.assert_array_equal(np.asarray(d_input), batch["hr"])
@@ -196,20 +204,8 @@ def test_pretraining_leaves_d_bit_identical_then_both_train(baseline, tmp_path):
   from jaxdet.experiments import registry
   from jaxdet.train import loop
   from jaxdet.train import sharding as shard_lib
-  workdir = str(tmp_path / "mtgan")
-  exp = registry.build(_config(baseline), shard_lib.make_mesh())
-  exp.workdir = workdir
-  exp.mine(workdir)
-
-  class NoCheckpoints:
-    def latest_step(self):
-      return None
-
-  state, _ = loop.init_or_restore(exp, NoCheckpoints())
-  step = jax.jit(loop.make_step(exp))
-  batches = exp.train_batches(0)
-  same = lambda a, b: all(np.array_equal(x, y) for x, y in
-                          zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  exp, state, step, batches = _fresh_run(_config(baseline), str(tmp_path / "mtgan"))
+  same = _same
   for k in range(3):
     before = jax.device_get(state.experiment)
     state, metrics = step(state, shard_lib.to_global(next(batches), exp.mesh))
