@@ -19,9 +19,22 @@ Each image is ``image_size`` square (default 128) with 1-6 objects whose side is
 object experiments of MTGAN §4.1), aspect 0.8-1.25, at most 20% of the smaller box of
 any pair occluded. Train and val use disjoint object instances (80%/20% of each pool), the same
 photos. Every face annotation carries ``lfw_index``; ``{split}_faces.json`` holds the faces only
-(a WIDER-FACE-like face split). The build is deterministic for a seed and atomic (temporary
-directory + rename), and cached at ``$JAXDET_DATA/benchmark_v1`` (else
-``~/.cache/jaxdet/benchmark_v1``).
+(a WIDER-FACE-like face split).
+
+Instance masks (version 2, for Mask R-CNN): every annotation has a ``segmentation``, a COCO RLE
+(``{"size": [h, w], "counts": str}``) of the object's *visible* pixels: a coin's ellipse (alpha
+>= 0.5), a face's whole tile, a digit's glyph strokes (not its solid tile, so the mask is smaller
+than the box); an object pasted later hides the parts of earlier ones under its opaque pixels, so
+the masks of an image are disjoint (COCO masks are visible parts; at the default size every mask
+is non-empty, but near the minimum ``image_size=32`` a 4-px digit's glyph can have no pixel
+>= 0.5 and then an empty mask). ``area`` stays the box area ``w * h`` (as in version 1: COCO
+eval's small / medium / large ranges, and the box AP numbers, stay comparable;
+``pycocotools.mask.area`` gives the mask area). Version 2 images are byte-identical to version 1
+for the same seed (same rng draws, same rendering).
+
+The build is deterministic for a seed and atomic (temporary directory + rename), and cached at
+``$JAXDET_DATA/benchmark_v2`` (else ``~/.cache/jaxdet/benchmark_v2``; the version is part of the
+name, so a version-1 cache is left alone).
 
 CLI: ``python -m jaxdet.data.benchmark --root DIR`` builds (if needed) and prints the statistics.
 """
@@ -40,7 +53,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-VERSION = 1
+from jaxdet.data.instance_masks import mask_to_rle
+
+VERSION = 2  # 2: instance masks ("segmentation"); images identical to version 1 for a seed
 CLASS_NAMES = ("face", "coin", "digit_0", "digit_4", "digit_7")
 CATEGORY_IDS = (1, 2, 3, 4, 5)
 _DIGITS = (0, 4, 7)
@@ -107,26 +122,36 @@ def _ellipse(w: int, h: int) -> np.ndarray:
   return np.clip((1.0 - r) * min(w, h) / 2 + 0.5, 0.0, 1.0)  # ~1 px soft edge
 
 
-def _render(name: str, template: np.ndarray, w: int, h: int, rng) -> tuple[np.ndarray, np.ndarray]:
-  """Object pixels (float32 [h, w, 3] in 0..255) and alpha ([h, w]); the box is the full tile."""
+def _render(name: str, template: np.ndarray, w: int, h: int,
+            rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Object pixels (float32 [h, w, 3] in 0..255), alpha ([h, w]) and the object's mask (bool
+  [h, w]: the whole tile for a face, ``alpha >= 0.5`` for a coin, the glyph strokes
+  ``glyph >= 0.5`` for a digit, not its solid tile); the box is the full tile."""
   if name == "face":
     t = template[:, ::-1] if rng.random() < 0.5 else template
     t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
     tone = np.array(_SKIN[rng.integers(len(_SKIN))], np.float32) * rng.uniform(0.8, 1.1)
-    return _resize(t, w, h)[..., None] * 255.0 * tone, np.ones((h, w), np.float32)
+    return (_resize(t, w, h)[..., None] * 255.0 * tone, np.ones((h, w), np.float32),
+            np.ones((h, w), bool))
   if name == "coin":
     t = (template - template.min()) / max(float(np.ptp(template)), 1e-6)
     tone = np.array(_METAL[rng.integers(len(_METAL))], np.float32) * rng.uniform(0.85, 1.1)
-    return (0.15 + 0.85 * _resize(t, w, h))[..., None] * 255.0 * tone, _ellipse(w, h)
+    alpha = _ellipse(w, h)
+    return (0.15 + 0.85 * _resize(t, w, h))[..., None] * 255.0 * tone, alpha, alpha >= 0.5
   glyph = np.clip((_resize(template, w, h) - 0.25) / 0.5, 0.0, 1.0)[..., None]
   dark = rng.uniform(0, 70, size=3).astype(np.float32)
   light = rng.uniform(190, 255, size=3).astype(np.float32)
   fg, bg = (light, dark) if rng.random() < 0.5 else (dark, light)
-  return glyph * fg + (1.0 - glyph) * bg, np.ones((h, w), np.float32)
+  return glyph * fg + (1.0 - glyph) * bg, np.ones((h, w), np.float32), glyph[..., 0] >= 0.5
 
 
 def _make_image(rng, assets: dict, split: str, size: int):
-  """One composite image (uint8 [size, size, 3]) and its objects."""
+  """One composite image (uint8 [size, size, 3]), its objects and their visible masks.
+
+  ``masks`` (bool [n, size, size]) are the objects' masks (``_render``) minus the opaque parts
+  (``alpha >= 0.5``) of the objects pasted after them: COCO masks are the visible parts. The rng
+  draws and the rendering are those of version 1 (same images for a seed).
+  """
   bgs = assets["backgrounds"]
   photo = bgs[rng.integers(len(bgs))]
   ph, pw = photo.shape[:2]
@@ -139,7 +164,7 @@ def _make_image(rng, assets: dict, split: str, size: int):
     canvas = canvas[:, ::-1]
   canvas = np.array(canvas)
 
-  objects, placed = [], []
+  objects, placed, masks = [], [], []
   smin, smax = 10.0 * size / 128, 56.0 * size / 128
   for _ in range(int(rng.integers(1, 7))):
     cls = int(rng.integers(len(CLASS_NAMES)))
@@ -162,13 +187,19 @@ def _make_image(rng, assets: dict, split: str, size: int):
       continue
     pool = assets["pools"][split][name]
     src_index, template = pool[rng.integers(len(pool))]
-    pix, alpha = _render(name, template, w, h, rng)
+    pix, alpha, obj_mask = _render(name, template, w, h, rng)
     region = canvas[y:y + h, x:x + w]
     canvas[y:y + h, x:x + w] = pix * alpha[..., None] + region * (1.0 - alpha[..., None])
+    for earlier in masks:  # the new object hides what it covers (opaquely) of earlier objects
+      earlier[y:y + h, x:x + w] &= alpha < 0.5
+    full = np.zeros((size, size), bool)
+    full[y:y + h, x:x + w] = obj_mask
+    masks.append(full)
     placed.append((x, y, w, h))
     objects.append((cls, (x, y, w, h), name, src_index))
   canvas += rng.normal(0.0, 2.0, size=canvas.shape).astype(np.float32)
-  return np.clip(np.round(canvas), 0, 255).astype(np.uint8), objects
+  masks = np.stack(masks) if masks else np.zeros((0, size, size), bool)
+  return np.clip(np.round(canvas), 0, 255).astype(np.uint8), objects, masks
 
 
 _SOURCE = {"face": "lfw_subset", "coin": "coins", "digit_0": "load_digits", "digit_4": "load_digits",
@@ -188,13 +219,14 @@ def build_benchmark(out_dir, *, num_train: int, num_val: int, image_size: int, s
     images, anns, faces = [], [], []
     for i in range(count):
       rng = np.random.default_rng([seed, split_tag, i])
-      img, objects = _make_image(rng, assets, split, image_size)
+      img, objects, masks = _make_image(rng, assets, split, image_size)
       image_id, file_name = id_base + i + 1, f"{i:06d}.png"
       Image.fromarray(img).save(out_dir / split / file_name, compress_level=1)
       images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
-      for cls, (x, y, w, h), name, src in objects:
+      for (cls, (x, y, w, h), name, src), mask in zip(objects, masks):
         ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": CATEGORY_IDS[cls],
-               "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "source": f"{_SOURCE[name]}[{src}]"}
+               "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+               "segmentation": mask_to_rle(mask), "source": f"{_SOURCE[name]}[{src}]"}
         if name == "face":
           ann["lfw_index"] = src
           faces.append(dict(ann, id=len(faces) + 1, category_id=1))
@@ -303,8 +335,9 @@ def draw_boxes(image: np.ndarray, boxes_xywh, labels) -> Image.Image:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description="Build the jaxdet embedded benchmark and print its statistics.")
-  p.add_argument("--root", default=None, help="output directory (default: $JAXDET_DATA/benchmark_v1 "
-                                              "or ~/.cache/jaxdet/benchmark_v1)")
+  p.add_argument("--root", default=None,
+                 help=f"output directory (default: $JAXDET_DATA/benchmark_v{VERSION} "
+                      f"or ~/.cache/jaxdet/benchmark_v{VERSION})")
   p.add_argument("--num-train", type=int, default=1000)
   p.add_argument("--num-val", type=int, default=200)
   p.add_argument("--image-size", type=int, default=128)

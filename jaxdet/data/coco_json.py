@@ -128,6 +128,39 @@ def _is_int(v) -> bool:
   return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _segmentation_problem(seg, height, width) -> str | None:
+  """Why ``seg`` is not a COCO segmentation of an ``height x width`` image (None if it is one).
+
+  Polygons: a non-empty list of flat lists of >= 6 (an even number of) finite numbers. RLE: a dict
+  with ``size == [height, width]`` and ``counts`` a string (compressed) or a list (uncompressed).
+  """
+  if isinstance(seg, list):
+    if not seg:
+      return "is an empty polygon list"
+    for k, poly in enumerate(seg):
+      if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+        return (f"polygon #{k} must be a flat list of an even number (>= 6) of coordinates "
+                f"[x1, y1, x2, y2, x3, y3, ...], got {poly!r:.60}")
+      try:  # C-speed check of every coordinate (COCO train has ~40M of them)
+        ok = math.isfinite(math.fsum(poly))
+      except (TypeError, ValueError, OverflowError):
+        ok = False
+      if not ok:
+        return f"polygon #{k} must hold finite numbers, got {poly!r:.60}"
+    return None
+  if isinstance(seg, dict):
+    size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(map(_is_int, size))):
+      return f"RLE 'size' must be [height, width], got {size!r}"
+    if size != [int(height), int(width)]:
+      return f"RLE 'size' {size} differs from the image size [{height}, {width}] (h, w)"
+    if not isinstance(counts, (str, list)) or not counts:
+      return f"RLE 'counts' must be a non-empty string or list, got {type(counts).__name__}"
+    return None
+  return (f"must be a polygon list [[x1, y1, x2, y2, ...], ...] or an RLE dict "
+          f"{{'size': [h, w], 'counts': ...}}, got {type(seg).__name__}")
+
+
 class CocoJsonSource:
   """A ``DetectionSource`` over a COCO-format annotation file and an image directory.
 
@@ -144,6 +177,13 @@ class CocoJsonSource:
     drop_crowd: drop ``iscrowd=1`` objects from training examples (they stay in ``.coco``).
     min_box_size: boxes narrower or lower than this (pixels) are dropped as degenerate, from the
       training examples and from ``.coco`` alike.
+
+  Instance masks: each annotation's ``segmentation`` (COCO polygons or RLE, validated here) goes
+  into ``DetectionExample.masks`` of ``source[i]`` and ``annotation(i)``, one per kept object in
+  the order of ``boxes``. ``has_masks`` is True when every annotation of the file has a
+  ``segmentation`` (also when it has no annotations at all); if any lacks one, ``masks`` is None
+  for every example (a Mask R-CNN loader then refuses the source rather than train on a partial
+  set). ``.coco`` keeps the segmentations, so ``COCOeval(iouType='segm')`` works on it.
   """
 
   def __init__(self, annotation_file, image_dir, *, skip_bad_images: bool = False,
@@ -230,6 +270,7 @@ class CocoJsonSource:
       images.append(im)
 
     ann_img, ann_bbox, ann_cls, ann_crowd = [], [], [], []
+    has_masks = True
     for k, a in enumerate(anns):
       if not isinstance(a, dict):
         raise self._err(f"annotation #{k}: must be an object, got {a!r}.")
@@ -247,6 +288,15 @@ class CocoJsonSource:
       crowd = a.get("iscrowd", 0)
       if crowd not in (0, 1, True, False):
         raise self._err(f"{where}: field 'iscrowd' must be 0 or 1, got {crowd!r}.")
+      if "segmentation" in a:
+        im = images[index_of[iid]]
+        problem = _segmentation_problem(a["segmentation"], im["height"], im["width"])
+        if problem is not None:
+          raise self._err(f"{where}: field 'segmentation' {problem}. Hint: COCO instance masks "
+                          "are polygons [[x1, y1, x2, y2, ...], ...] or RLE {'size': [h, w], "
+                          "'counts': ...} in image pixels; drop the field if there is no mask.")
+      else:
+        has_masks = False
       ann_img.append(index_of[iid])
       ann_bbox.append(bbox)
       ann_cls.append(cat_to_class[a["category_id"]])
@@ -254,6 +304,7 @@ class CocoJsonSource:
 
     self._data = data
     self._images = images
+    self.has_masks = has_masks
     n_img = len(images)
     ann_img = np.asarray(ann_img, np.int64)
     xywh = np.asarray(ann_bbox, np.float64).reshape(-1, 4)
@@ -337,13 +388,20 @@ class CocoJsonSource:
     return {"image_ids": self.image_ids, "file_names": [im["file_name"] for im in self._images],
             "objects": total - crowd, "crowd": crowd}
 
+  def segmentations(self, index: int) -> list | None:
+    """The ``segmentation`` of each kept object of image ``index`` (None without ``has_masks``)."""
+    if not self.has_masks:
+      return None
+    anns = self._data["annotations"]
+    return [anns[k]["segmentation"] for k in self._ann_index[index].tolist()]
+
   def annotation(self, index: int) -> DetectionExample:
     """Example ``index`` without decoding the image (all objects, crowd flagged)."""
     im = self._images[index]
     return DetectionExample(
         image=None, boxes=self._boxes[index], classes=self._classes[index], image_id=im["id"],
         file_name=im["file_name"], is_crowd=self._crowd[index],
-        height=int(im["height"]), width=int(im["width"]))
+        height=int(im["height"]), width=int(im["width"]), masks=self.segmentations(index))
 
   def _count_bad_read(self) -> None:
     with self._lock:
@@ -360,9 +418,10 @@ class CocoJsonSource:
     if image is None:
       image = np.zeros((ann.height, ann.width, 3), np.uint8)
       ann = DetectionExample(None, np.zeros((0, 4)), np.zeros((0,)), ann.image_id, ann.file_name,
-                             height=ann.height, width=ann.width)
+                             height=ann.height, width=ann.width,
+                             masks=[] if self.has_masks else None)
     ex = DetectionExample(image=image, boxes=ann.boxes, classes=ann.classes, image_id=ann.image_id,
-                          file_name=ann.file_name, is_crowd=ann.is_crowd)
+                          file_name=ann.file_name, is_crowd=ann.is_crowd, masks=ann.masks)
     return ex.without_crowd() if self.drop_crowd else ex
 
   # ------------------------------------------------------------------ evaluation ground truth

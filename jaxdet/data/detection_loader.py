@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from jaxdet.data import transforms
+from jaxdet.data import instance_masks, transforms
 from jaxdet.data.loader import StepLoader
 from jaxdet.data.records import DetectionExample
 
@@ -46,19 +46,32 @@ class DetectionLoader(StepLoader):
     image_transform: optional ``fn(image, boxes, rng) -> image`` applied to the original image
       (with its boxes, before any resize), e.g. the robustness corruptions; ``rng`` comes from
       ``(seed, position)`` so the result is reproducible. Must keep the image size.
+    mask_size: ``M > 0``: also ship Mask R-CNN mask targets (He et al. 2017, §3) as *box-frame
+      masks* (``jaxdet.data.instance_masks``, the static-shape recipe of the Cloud TPU Mask R-CNN):
+      every object's segmentation (``DetectionExample.masks``; a source without masks is an error)
+      rasterised to ``M x M`` inside its ground-truth box, the *frame*, on the original image
+      (after ``image_transform``). The frames then follow the boxes' geometry: a flip mirrors
+      frame box and frame mask (``instance_masks.flip_box_frame_masks``), the resize scales the
+      frame boxes, the scale jitter shifts them by its crop offset and drops the objects it drops.
+      Frame boxes are never clipped (the frame of the mask stays the whole original box, also
+      where the object leaves the image), unlike the train ``boxes``. 0: no masks.
 
   Each batch has: ``images`` uint8 [b,H,W,3]; ``boxes`` float32 [b,G,4] xyxy in output pixels;
   ``classes`` int32 [b,G] (-1 where padded); ``box_valid`` bool [b,G]; ``image_id`` int64 [b]
   (-1 for padding); ``scale`` float32 [b] (output = original * scale, so original boxes are
   ``boxes / scale`` in eval mode); ``image_hw`` int32 [b,2] (resized, unpadded size);
-  ``example_valid`` bool [b] (False for eval padding).
+  ``orig_hw`` int32 [b,2] (the original image's size, e.g. to paste masks back);
+  ``example_valid`` bool [b] (False for eval padding). With ``mask_size = M > 0`` also:
+  ``masks`` uint8 [b,G,M,M] (0 / 1 frame masks) and ``mask_boxes`` float32 [b,G,4] (their
+  frames, ``xyxy`` in output pixels, unclipped); zeros where padded. Frame cell ``(i, j)`` covers
+  ``[x1 + j (x2 - x1) / M, x1 + (j + 1) (x2 - x1) / M)`` horizontally, the same vertically.
   """
 
   def __init__(self, source, *, batch_size: int, image_size, max_boxes: int, train: bool,
                seed: int = 0, hflip: bool = True, scale_jitter=None, num_workers: int = 2,
                process_index: int = 0, process_count: int = 1, start_step: int = 0,
                prefetch: int = 2, min_visible: float = 0.5, short_side: int | None = None,
-               max_side: int | None = None, image_transform=None):
+               max_side: int | None = None, image_transform=None, mask_size: int = 0):
     super().__init__(source, batch_size=batch_size, train=train, seed=seed, num_workers=num_workers,
                      process_index=process_index, process_count=process_count,
                      start_step=start_step, prefetch=prefetch)
@@ -71,6 +84,8 @@ class DetectionLoader(StepLoader):
     for name, v in (("short_side", short_side), ("max_side", max_side)):
       if v is not None and v < 1:
         raise ValueError(f"{name} must be None or >= 1, got {v}")
+    if not isinstance(mask_size, (int, np.integer)) or isinstance(mask_size, bool) or mask_size < 0:
+      raise ValueError(f"mask_size must be an int >= 0 (0: no instance masks), got {mask_size!r}")
     if image_transform is not None and not callable(image_transform):
       raise ValueError("image_transform must be None or a callable fn(image, boxes, rng) -> image")
     self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -82,6 +97,7 @@ class DetectionLoader(StepLoader):
     self.short_side, self.max_side = short_side, max_side
     self.image_transform = image_transform
     self.min_visible = float(min_visible)
+    self.mask_size = int(mask_size)
 
   def resize_scale(self, height: int, width: int) -> float:
     """Resize factor of an ``height x width`` image (before any jitter)."""
@@ -102,6 +118,14 @@ class DetectionLoader(StepLoader):
           f"{self.max_boxes}; boxes are never dropped silently. Set "
           f"--config.data.max_boxes={ex.num_objects} or more, or --config.data.max_boxes=0 to size "
           "it from the data (jaxdet.data.report.required_max_boxes).")
+    if self.mask_size and ex.masks is None:
+      where = f"image id={ex.image_id}" + (f" ('{ex.file_name}')" if ex.file_name else "")
+      raise ValueError(
+          f"{where}: mask_size={self.mask_size} (config.data.mask_size) asks for instance-mask "
+          f"targets but the source has no instance masks ({type(self.source).__name__}: "
+          "DetectionExample.masks is None). Use a COCO JSON whose annotations all have a "
+          "'segmentation' (config.data.source='coco_json', or the embedded benchmark), or set "
+          "mask_size=0.")
     image, boxes, classes = ex.image, ex.boxes, ex.classes
     out_h, out_w = self.image_size
     if self.image_transform is not None:
@@ -109,19 +133,33 @@ class DetectionLoader(StepLoader):
       image = np.asarray(self.image_transform(image, boxes.copy(), rng), np.uint8)
       if image.shape != ex.image.shape:
         raise ValueError(f"image_transform changed the image shape {ex.image.shape} -> {image.shape}")
+    masks = None
+    if self.mask_size:  # frames = the ground-truth boxes of the original image
+      masks = instance_masks.box_frame_masks(ex.masks, boxes, image.shape[0], image.shape[1],
+                                             self.mask_size)
+    mask_boxes = boxes  # the frames; follow ``boxes`` until those get clipped
     if self.train:
       rng = self.example_rng(_AUG_TAG, position)
       if self.hflip and rng.random() < 0.5:
         image, boxes = transforms.horizontal_flip(image, boxes)
+        mask_boxes = boxes  # the same flip as the boxes
+        if masks is not None:
+          masks = instance_masks.flip_box_frame_masks(masks)
       if self.scale_jitter is not None:
         res = transforms.random_scale_jitter(
             image, boxes, rng, self.image_size, self.scale_jitter, self.min_visible,
             base_scale=self.resize_scale(image.shape[0], image.shape[1]))
         image, scale, hw = res.image, res.scale, res.image_hw
+        if masks is not None:   # the frames: resized and shifted like the boxes, not clipped
+          ox, oy = res.offset
+          shift = np.array([ox, oy, ox, oy], np.float32)
+          mask_boxes = (mask_boxes * np.float32(scale) - shift)[res.keep]
+          masks = masks[res.keep]
         boxes, classes = res.boxes[res.keep], classes[res.keep]
       else:
         scale = self.resize_scale(image.shape[0], image.shape[1])
         image, boxes = transforms.resize_by_scale(image, boxes, scale)
+        mask_boxes = boxes
         hw = image.shape[:2]
         boxes = np.clip(boxes, 0, np.array([hw[1], hw[0], hw[1], hw[0]], np.float32))
         image = transforms.pad_to(image, out_h, out_w)
@@ -129,10 +167,14 @@ class DetectionLoader(StepLoader):
       # No clipping in eval: boxes / scale must give back the original boxes exactly.
       scale = self.resize_scale(image.shape[0], image.shape[1])
       image, boxes = transforms.resize_by_scale(image, boxes, scale)
+      mask_boxes = boxes
       hw = image.shape[:2]
       image = transforms.pad_to(image, out_h, out_w)
-    return dict(image=image, boxes=boxes, classes=classes, image_id=ex.image_id,
-                scale=scale, image_hw=hw)
+    out = dict(image=image, boxes=boxes, classes=classes, image_id=ex.image_id,
+               scale=scale, image_hw=hw, orig_hw=(ex.height, ex.width))
+    if masks is not None:
+      out.update(masks=masks, mask_boxes=np.asarray(mask_boxes, np.float32))
+    return out
 
   def collate(self, examples: list[dict | None]) -> dict[str, np.ndarray]:
     """Stacks prepared examples into the batch dict of the class docstring (None: padding)."""
@@ -146,8 +188,13 @@ class DetectionLoader(StepLoader):
         "image_id": np.full((b,), -1, np.int64),
         "scale": np.ones((b,), np.float32),
         "image_hw": np.zeros((b, 2), np.int32),
+        "orig_hw": np.zeros((b, 2), np.int32),
         "example_valid": np.zeros((b,), bool),
     }
+    if self.mask_size:
+      m = self.mask_size
+      batch["masks"] = np.zeros((b, g, m, m), np.uint8)
+      batch["mask_boxes"] = np.zeros((b, g, 4), np.float32)
     for i, ex in enumerate(examples):
       if ex is None:
         continue
@@ -159,5 +206,10 @@ class DetectionLoader(StepLoader):
       batch["image_id"][i] = ex["image_id"]
       batch["scale"][i] = ex["scale"]
       batch["image_hw"][i] = ex["image_hw"]
+      batch["orig_hw"][i] = ex["orig_hw"]
       batch["example_valid"][i] = True
+      if self.mask_size:
+        batch["masks"][i, :n] = ex["masks"]
+        batch["mask_boxes"][i, :n] = ex["mask_boxes"]
     return batch
+

@@ -98,7 +98,9 @@ def wider_face_paths(root: str, split: str) -> tuple[str, str]:
 class Subset:
   """The first ``n`` examples of a source (``config.eval.max_images``), or those at ``indices``.
 
-  ``coco`` (if any) is the whole source's ground truth: evaluate with ``image_ids``.
+  ``coco`` (if any) is the whole source's ground truth: evaluate with ``image_ids``. Examples
+  (instance ``masks`` included) are the source's; ``has_masks`` is forwarded (a source that lacks
+  the attribute has no masks: test with ``getattr(source, 'has_masks', False)``).
   ``annotation(i)`` is forwarded when the source has it, so ``coco_from_source`` and
   ``jaxdet.data.report.source_report`` read the subset without decoding images; the report of a
   subset has no drop counters (they belong to the whole source: report the source itself).
@@ -112,7 +114,7 @@ class Subset:
                     else [int(i) for i in indices])
     self.n = len(self.indices)
     for attr in ("num_classes", "class_names", "category_ids", "coco", "drop_crowd",
-                 "min_box_size"):
+                 "min_box_size", "has_masks"):
       if hasattr(source, attr):
         setattr(self, attr, getattr(source, attr))
     if hasattr(source, "annotation"):

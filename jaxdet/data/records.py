@@ -33,6 +33,11 @@ class DetectionExample:
     is_crowd: ``bool [n]``: crowd regions (COCO ``iscrowd``) or VOC "difficult" objects; they are
       ignored by COCO evaluation. Sources drop them from training examples by default.
     height, width: original image size; filled from ``image`` when it is given.
+    masks: optional instance segmentations, one COCO ``segmentation`` per object (same order as
+      ``boxes``) in original image pixels: a polygon list ``[[x1, y1, x2, y2, ...], ...]`` or an
+      RLE dict ``{"size": [h, w], "counts": str | list}``. ``None``: the source has no instance
+      masks. ``jaxdet.data.instance_masks`` rasterises them into box frames (Mask R-CNN targets,
+      He et al. 2017 §3).
   """
 
   image: np.ndarray | None
@@ -43,6 +48,7 @@ class DetectionExample:
   is_crowd: np.ndarray | None = None
   height: int = -1
   width: int = -1
+  masks: list | None = None
 
   def __post_init__(self):
     self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
@@ -55,6 +61,17 @@ class DetectionExample:
           f"DetectionExample(image_id={self.image_id}): boxes ({len(self.boxes)}), classes "
           f"({len(self.classes)}) and is_crowd ({len(self.is_crowd)}) must have one row per object."
       )
+    if self.masks is not None:
+      if not isinstance(self.masks, (list, tuple)):
+        raise ValueError(
+            f"DetectionExample(image_id={self.image_id}): masks must be None or a list with one "
+            f"COCO segmentation per object, got {type(self.masks).__name__}.")
+      self.masks = list(self.masks)
+      if len(self.masks) != len(self.boxes):
+        raise ValueError(
+            f"DetectionExample(image_id={self.image_id}): masks ({len(self.masks)}) must have one "
+            f"segmentation per object ({len(self.boxes)} boxes); pass masks=None if the source has "
+            "no instance masks.")
     if self.image is not None:
       if self.image.ndim != 3 or self.image.shape[-1] != 3 or self.image.dtype != np.uint8:
         raise ValueError(
@@ -71,9 +88,10 @@ class DetectionExample:
   def without_crowd(self) -> "DetectionExample":
     """The same example with crowd / difficult objects removed (training targets)."""
     keep = ~self.is_crowd
+    masks = None if self.masks is None else [m for m, k in zip(self.masks, keep.tolist()) if k]
     return dataclasses.replace(
-        self, boxes=self.boxes[keep], classes=self.classes[keep], is_crowd=self.is_crowd[keep]
-    )
+        self, boxes=self.boxes[keep], classes=self.classes[keep], is_crowd=self.is_crowd[keep],
+        masks=masks)
 
 
 @runtime_checkable

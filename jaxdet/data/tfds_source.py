@@ -174,6 +174,7 @@ class TfdsSource:
     self.family = _family(name)
     self.name, self.split, self.data_dir, self.drop_crowd = name, split, data_dir, bool(drop_crowd)
     self.min_box_size = float(min_box_size)
+    self.has_masks = False  # boxes only (COCO's TFDS features carry no segmentations)
     tfds = _import_tfds()
     self._tfds = tfds
     builder = tfds.builder(name, data_dir=data_dir)

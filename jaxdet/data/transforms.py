@@ -98,6 +98,8 @@ class JitterResult(NamedTuple):
   keep: np.ndarray  # bool [n]: boxes that kept >= min_visible of their area (and >= 1 px^2)
   scale: float  # resize factor applied before the crop
   image_hw: tuple[int, int]  # size of the content (unpadded) region
+  offset: tuple[int, int] = (0, 0)  # (x, y) of the crop window in the resized image: output
+                                    # point = resized point - offset (before clipping)
 
 
 def random_scale_jitter(image: np.ndarray, boxes, rng: np.random.Generator, out_size,
@@ -132,4 +134,5 @@ def random_scale_jitter(image: np.ndarray, boxes, rng: np.random.Generator, out_
   area = lambda b: np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)  # noqa: E731
   before, after = area(shifted), area(clipped)
   keep = (after >= min_visible * before) & (after > 0)
-  return JitterResult(pad_to(crop, out_h, out_w), clipped.astype(np.float32), keep, float(scale), (ch, cw))
+  return JitterResult(pad_to(crop, out_h, out_w), clipped.astype(np.float32), keep, float(scale),
+                      (ch, cw), (ox, oy))

@@ -151,6 +151,7 @@ class WiderFaceSource:
   num_classes = 1
   class_names = ["face"]
   category_ids = [1]
+  has_masks = False  # boxes only: no instance segmentations (``DetectionExample.masks`` is None)
 
   def __init__(self, annotation_file, image_dir, *, drop_invalid: bool = True,
                min_box_size: float = 1.0, skip_bad_images: bool = False):

@@ -1,9 +1,10 @@
-"""Tests of jaxdet.data.benchmark: deterministic, cached, atomic, valid COCO."""
+"""Tests of jaxdet.data.benchmark: deterministic, cached, atomic, valid COCO, instance masks."""
 import json
 import os
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from jaxdet.data import benchmark
 from jaxdet.data.coco_json import CocoJsonSource
@@ -64,5 +65,64 @@ def test_incomplete_directory_is_refused(tmp_path):
 
 def test_default_root_uses_env(monkeypatch, tmp_path):
     monkeypatch.setenv("JAXDET_DATA", str(tmp_path))
-    assert benchmark.default_root() == tmp_path / "benchmark_v1"
-    assert benchmark.default_root(num_train=5).name.startswith("benchmark_v1-n5")
+    assert benchmark.VERSION == 2  # version 2 added the instance masks: a new cache directory
+    assert benchmark.default_root() == tmp_path / "benchmark_v2"
+    assert benchmark.default_root(num_train=5).name.startswith("benchmark_v2-n5")
+
+
+def decode(segmentation):
+    assert isinstance(segmentation["counts"], str)  # JSON-ready compressed RLE
+    return mask_utils.decode(dict(segmentation, counts=segmentation["counts"].encode())).astype(bool)
+
+
+def test_instance_masks_are_visible_parts_inside_their_boxes(tmp_path):
+    paths = benchmark.ensure_benchmark(tmp_path / "bm", **SMALL)
+    size = SMALL["image_size"]
+    digits = coins_checked = faces_checked = 0
+    for split in ("train", "val"):
+        with open(paths[f"{split}_json"]) as f:
+            data = json.load(f)
+        by_image = {}
+        for a in data["annotations"]:
+            by_image.setdefault(a["image_id"], []).append(a)
+        for anns in by_image.values():
+            masks = np.stack([decode(a["segmentation"]) for a in anns])
+            assert masks.shape[1:] == (size, size)
+            assert (masks.sum(0) <= 1).all()  # disjoint: the visible parts
+            for k, (a, m) in enumerate(zip(anns, masks)):
+                x, y, w, h = a["bbox"]
+                assert a["area"] == w * h  # area stays the box area
+                inside = np.zeros_like(m)
+                inside[y:y + h, x:x + w] = True
+                assert m.any() and not (m & ~inside).any(), a["id"]
+                tile = m[y:y + h, x:x + w]
+                later = [b["bbox"] for b in anns[k + 1:]]
+                hidden = np.zeros((size, size), bool)  # everything later objects could cover
+                for bx, by, bw, bh in later:
+                    hidden[by:by + bh, bx:bx + bw] = True
+                name = benchmark.CLASS_NAMES[a["category_id"] - 1]
+                if name.startswith("digit"):
+                    digits += 1
+                    assert tile.sum() < w * h  # glyph strokes, not the solid tile
+                if hidden[y:y + h, x:x + w].any():
+                    continue
+                if name == "face":  # not occluded: the whole tile
+                    faces_checked += 1
+                    assert tile.all()
+                elif name == "coin":  # not occluded: the ellipse inscribed in the box
+                    coins_checked += 1
+                    yy, xx = np.mgrid[0:h, 0:w]
+                    r2 = ((xx + 0.5) / w * 2 - 1) ** 2 + ((yy + 0.5) / h * 2 - 1) ** 2
+                    np.testing.assert_array_equal(tile, r2 <= 1.0)
+            for k, a in enumerate(anns):  # a later face hides what is under it
+                for b in anns[k + 1:]:
+                    if b["category_id"] == 1:
+                        bx, by, bw, bh = b["bbox"]
+                        assert not masks[k][by:by + bh, bx:bx + bw].any()
+        with open(paths[f"{split}_faces_json"]) as f:
+            faces = json.load(f)["annotations"]
+        assert [x["segmentation"] for x in faces] == \
+            [x["segmentation"] for x in data["annotations"] if x["category_id"] == 1]
+        src = CocoJsonSource(paths[f"{split}_json"], paths[f"{split}_images"])
+        assert src.has_masks and len(src[0].masks) == src[0].num_objects
+    assert digits > 0 and coins_checked > 0 and faces_checked > 0

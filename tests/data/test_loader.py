@@ -57,12 +57,16 @@ def test_batch_layout_and_dtypes():
     batch = take(loader, 1)[0]
     spec = {"images": (np.uint8, (3, 32, 40, 3)), "boxes": (np.float32, (3, 5, 4)), "classes": (np.int32, (3, 5)),
             "box_valid": (bool, (3, 5)), "image_id": (np.int64, (3,)), "scale": (np.float32, (3,)),
-            "image_hw": (np.int32, (3, 2)), "example_valid": (bool, (3,))}
+            "image_hw": (np.int32, (3, 2)), "orig_hw": (np.int32, (3, 2)), "example_valid": (bool, (3,))}
     assert set(batch) == set(spec)
     for k, (dt, shape) in spec.items():
         assert batch[k].dtype == dt and batch[k].shape == shape, k
     assert ((batch["classes"] >= 0) == batch["box_valid"]).all()
     assert batch["example_valid"].all()
+    src = ListSource()
+    by_id = {src[i].image_id: src[i].image.shape[:2] for i in range(len(src))}
+    for image_id, hw in zip(batch["image_id"], batch["orig_hw"]):
+        assert tuple(hw) == by_id[int(image_id)]
 
 
 def test_resume_gives_the_same_batches_across_epochs():

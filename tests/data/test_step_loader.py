@@ -143,10 +143,12 @@ def reference_detection_batch(src, step, *, batch_size, image_size, max_boxes, t
     start = step * batch_size * process_count + process_index * batch_size
     for p in range(start, start + batch_size):
         if not train and p >= n:
-            rows.append((np.zeros((out_h, out_w, 3), np.uint8), np.zeros((0, 4)), [], -1, 1.0, (0, 0), False))
+            rows.append((np.zeros((out_h, out_w, 3), np.uint8), np.zeros((0, 4)), [], -1, 1.0, (0, 0), False,
+                         (0, 0)))
             continue
         ex = src[int(np.random.default_rng([seed, 7001, p // n]).permutation(n)[p % n]) if train else p]
         image, boxes, classes = ex.image, ex.boxes, ex.classes
+        orig_hw = image.shape[:2]
         if image_transform is not None:
             image = image_transform(image, boxes.copy(), np.random.default_rng([seed, 7003, p]))
         scale = T.fit_scale(image.shape[0], image.shape[1], image_size)
@@ -164,7 +166,7 @@ def reference_detection_batch(src, step, *, batch_size, image_size, max_boxes, t
                 boxes = np.clip(boxes, 0, [hw[1], hw[0], hw[1], hw[0]]).astype(np.float32)
             image = T.pad_to(image, out_h, out_w)
         assert len(boxes) <= max_boxes  # the loader raises otherwise (never truncates)
-        rows.append((image, boxes, classes, ex.image_id, scale, hw, True))
+        rows.append((image, boxes, classes, ex.image_id, scale, hw, True, orig_hw))
 
     def pad(rows_of_one_image, fill):  # to max_boxes rows
         return np.concatenate([np.asarray(rows_of_one_image).reshape(-1, *fill.shape[1:]), fill])[:max_boxes]
@@ -178,6 +180,7 @@ def reference_detection_batch(src, step, *, batch_size, image_size, max_boxes, t
         "scale": np.array([r[4] for r in rows], np.float32),
         "image_hw": np.array([r[5] for r in rows], np.int32),
         "example_valid": np.array([r[6] for r in rows]),
+        "orig_hw": np.array([r[7] for r in rows], np.int32),
     }
 
 

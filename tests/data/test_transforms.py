@@ -103,6 +103,7 @@ def test_scale_jitter_crop_matches_window_of_scaled_image(seed):
             if np.array_equal(big[oy:oy + 24, ox:ox + 24], res.image)]
     assert hits, "output is not a window of the scaled image"
     oy, ox = hits[0]
+    assert (oy, ox) in hits and tuple(res.offset) in [(x, y) for y, x in hits]  # reported offset
     for i, (x1, y1, x2, y2) in enumerate(bb):
         cx1, cy1 = min(max(x1 - ox, 0), 24), min(max(y1 - oy, 0), 24)
         cx2, cy2 = min(max(x2 - ox, 0), 24), min(max(y2 - oy, 0), 24)
