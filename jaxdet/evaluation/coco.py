@@ -1,11 +1,14 @@
-"""COCO box evaluation (pycocotools ``COCOeval``, iouType='bbox').
+"""COCO box and mask evaluation (pycocotools ``COCOeval``, iouType 'bbox' or 'segm').
 
 AP is the mean over IoU thresholds 0.50:0.05:0.95 and over categories of the 101-point
 interpolated precision (AP, AP50, AP75, APs/APm/APl as reported by AP-loss, Chen et al. §4.1.2;
 consistent optimization, Kong et al. §6; ALWA, Yu et al. §4.1; MTGAN §4.1). Detections arrive as padded arrays (static shapes from the jitted NMS) in
 *original* image pixels, ``xyxy`` with contiguous classes, and leave as COCO result dicts
 (``xywh``, original category ids). ``coco_from_source`` turns any ``DetectionSource`` (e.g. a TFDS
-dataset) into an in-memory pycocotools ground truth.
+dataset) into an in-memory pycocotools ground truth (with the objects' segmentations when the
+source has instance masks). Mask AP (Mask R-CNN, He et al. 2017, §4 "AP (averaged over IoU
+thresholds)" on masks) is the same protocol with mask IoU: ``evaluate_coco(..., iou_type="segm")``
+on results carrying COCO RLE ``segmentation``s (:mod:`jaxdet.evaluation.segm`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+IOU_TYPES = ("bbox", "segm")
 
 
 def detections_to_coco(image_ids, boxes, scores, classes, num_valid, category_ids) -> list[dict]:
@@ -65,23 +69,60 @@ def detections_to_coco(image_ids, boxes, scores, classes, num_valid, category_id
   return results
 
 
+def _check_segm(coco_gt, results: list[dict], image_ids) -> list[dict]:
+  """Checks for ``iou_type='segm'``; returns the results without ``bbox`` (see evaluate_coco)."""
+  for r in results:
+    seg = r.get("segmentation")
+    if not (isinstance(seg, dict) and "size" in seg and "counts" in seg):
+      raise ValueError(
+          f"iou_type='segm' needs a COCO RLE 'segmentation' ({{'size': [h, w], 'counts': ...}}, "
+          f"e.g. jaxdet.evaluation.segm.encode_masks) in every result; result {_describe(r)} has "
+          f"{'none' if seg is None else type(seg).__name__}")
+    img = coco_gt.imgs.get(int(r["image_id"]), {})
+    if "height" in img and [int(v) for v in seg["size"]] != [int(img["height"]), int(img["width"])]:
+      raise ValueError(f"the segmentation of result {_describe(r)} is {list(seg['size'])} (h, w) but "
+                       f"image {r['image_id']} is {img['height']} x {img['width']}: paste masks into "
+                       "the original image size")
+  wanted = None if image_ids is None else set(image_ids)
+  missing = [a["id"] for a in coco_gt.dataset.get("annotations", [])
+             if "segmentation" not in a and (wanted is None or a["image_id"] in wanted)]
+  if missing:
+    raise ValueError(f"iou_type='segm' needs ground-truth segmentations: {len(missing)} annotations "
+                     f"have none (first ids: {missing[:5]}); the source has no instance masks?")
+  # As detectron2's COCOEvaluator: without 'bbox', loadRes takes each result's area from its mask,
+  # so APs/APm/APl of masks use mask areas (with a 'bbox' it would use the box area).
+  return [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+
+
+def _describe(result: dict) -> str:
+  return f"(image_id={result.get('image_id')}, category_id={result.get('category_id')})"
+
+
 def evaluate_coco(coco_gt, results: Sequence[dict], *, result_file=None, image_ids=None,
-                  max_images: int = 0, print_summary: bool = False) -> dict[str, float]:
-  """Runs COCOeval (bbox) and returns ``{'AP','AP50','AP75','APs','APm','APl'}`` in [0, 1].
+                  max_images: int = 0, print_summary: bool = False,
+                  iou_type: str = "bbox") -> dict[str, float]:
+  """Runs COCOeval and returns ``{'AP','AP50','AP75','APs','APm','APl'}`` in [0, 1].
 
   Args:
     coco_gt: pycocotools ``COCO`` ground truth (``source.coco`` or ``coco_from_source``).
-    results: COCO result dicts (``detections_to_coco``).
+    results: COCO result dicts (``detections_to_coco``; for masks with a ``segmentation``, e.g.
+      ``jaxdet.evaluation.segm.attach_segmentations``).
     result_file: if given, the results are also written there as JSON.
     image_ids: evaluate only these images (default: every image of ``coco_gt``).
     max_images: if > 0, evaluate only the first ``max_images`` of those images (ground-truth
       order), e.g. for a quick evaluation on part of the split; 0 = all.
     print_summary: print pycocotools' 12-line summary (otherwise its output is swallowed).
+    iou_type: ``"bbox"`` (box IoU) or ``"segm"`` (mask IoU, Mask R-CNN mask AP). ``"segm"`` needs
+      a COCO RLE ``segmentation`` (original image size) in every result and ground-truth
+      ``segmentation``s (ValueError otherwise); a result's ``bbox`` is ignored for it, so that
+      the area ranges of APs/APm/APl use the mask area of the detections (detectron2's rule).
   Empty results give 0.0 everywhere. A metric that is undefined because the ground truth has no
   object in that size range (pycocotools' -1) is returned as NaN.
   """
   from pycocotools.cocoeval import COCOeval
 
+  if iou_type not in IOU_TYPES:
+    raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
   results = list(results)
   if result_file is not None:
     os.makedirs(os.path.dirname(os.path.abspath(result_file)), exist_ok=True)
@@ -92,17 +133,21 @@ def evaluate_coco(coco_gt, results: Sequence[dict], *, result_file=None, image_i
   if unknown:
     raise ValueError(f"{len(unknown)} result image ids are not in the ground truth (first: {unknown[:5]}); "
                      "pass detections of the images of this dataset only.")
+  if image_ids is None and max_images > 0:
+    image_ids = [int(im["id"]) for im in coco_gt.dataset["images"]]
+  if image_ids is not None:
+    image_ids = [int(i) for i in image_ids]
+    image_ids = sorted(image_ids[:max_images] if max_images > 0 else image_ids)
+  if iou_type == "segm":
+    results = _check_segm(coco_gt, results, image_ids)
   if not results:
     return {k: 0.0 for k in METRIC_NAMES}
   buf = io.StringIO()
   with contextlib.redirect_stdout(buf):
     coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys in place
-    ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-    if image_ids is None and max_images > 0:
-      image_ids = [int(im["id"]) for im in coco_gt.dataset["images"]]
+    ev = COCOeval(coco_gt, coco_dt, iouType=iou_type)
     if image_ids is not None:
-      image_ids = [int(i) for i in image_ids]
-      ev.params.imgIds = sorted(image_ids[:max_images] if max_images > 0 else image_ids)
+      ev.params.imgIds = image_ids
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
@@ -117,7 +162,13 @@ def coco_from_source(source):
   Uses ``source.annotation(i)`` when the source has it (no image decoding; every object the
   source kept after its box cleaning, crowd / difficult flagged ``iscrowd=1``), else ``source[i]``;
   so the ground truth holds the same objects as the training examples. Boxes become ``xywh``,
-  ``area = w*h``, categories the source's ``category_ids`` / ``class_names``.
+  ``area = w*h``, categories the source's ``category_ids`` / ``class_names``. When an example has
+  instance masks (``ex.masks``: one COCO segmentation per object, polygons or RLE, in original
+  image pixels; absent or None otherwise) each annotation also gets its ``segmentation`` (an
+  object whose entry is None gets none), so ``evaluate_coco(..., iou_type="segm")`` works on any
+  source with masks. ``area`` stays the box area for both (bbox results do not change with masks;
+  COCO's own annotation files give the mask area instead, which only moves objects between the
+  APs/APm/APl ranges).
   """
   from pycocotools.coco import COCO
 
@@ -128,10 +179,17 @@ def coco_from_source(source):
     ex = get(i)
     images.append({"id": int(ex.image_id), "width": int(ex.width), "height": int(ex.height),
                    "file_name": ex.file_name or str(ex.image_id)})
-    for b, c, crowd in zip(ex.boxes.astype(np.float64), ex.classes, ex.is_crowd):
+    masks = getattr(ex, "masks", None)
+    if masks is not None and len(masks) != len(ex.boxes):
+      raise ValueError(f"example image_id={ex.image_id}: {len(masks)} masks for {len(ex.boxes)} "
+                       "objects (need one segmentation per object)")
+    for k, (b, c, crowd) in enumerate(zip(ex.boxes.astype(np.float64), ex.classes, ex.is_crowd)):
       w, h = float(b[2] - b[0]), float(b[3] - b[1])
-      anns.append({"id": len(anns) + 1, "image_id": int(ex.image_id), "category_id": cat_ids[int(c)],
-                   "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": int(crowd)})
+      ann = {"id": len(anns) + 1, "image_id": int(ex.image_id), "category_id": cat_ids[int(c)],
+             "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": int(crowd)}
+      if masks is not None and masks[k] is not None:
+        ann["segmentation"] = masks[k]
+      anns.append(ann)
   cats = [{"id": cid, "name": str(name)} for cid, name in zip(cat_ids, source.class_names)]
   gt = COCO()
   gt.dataset = {"images": images, "annotations": anns, "categories": cats}

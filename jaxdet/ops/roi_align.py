@@ -86,10 +86,12 @@ def _output_hw(output_size) -> tuple[int, int]:
   return out_h, out_w
 
 
-def _check_args(boxes, batch: int, sampling_ratio, method: str):
+def _check_args(boxes, batch: int | None, sampling_ratio, method: str):
+  """``batch=None``: any leading size (boxes paired with a ``feature_index``)."""
   boxes = jnp.asarray(boxes)
-  if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4:
-    raise ValueError(f"boxes must be [B={batch}, R, 4] xyxy, got shape {boxes.shape}")
+  if boxes.ndim != 3 or boxes.shape[2] != 4 or (batch is not None and boxes.shape[0] != batch):
+    lead = "B'" if batch is None else f"B={batch}"
+    raise ValueError(f"boxes must be [{lead}, R, 4] xyxy, got shape {boxes.shape}")
   if not isinstance(sampling_ratio, (int, np.integer)) or sampling_ratio < 1:
     raise ValueError(f"sampling_ratio must be an int >= 1 (a fixed n x n grid per bin), got "
                      f"{sampling_ratio!r}; the adaptive sampling_ratio=0 of detectron2/torchvision "
@@ -104,6 +106,22 @@ def _check_features(features, name: str = "features"):
   if features.ndim != 4:
     raise ValueError(f"{name} must be NHWC [B, H, W, C], got shape {features.shape}")
   return features
+
+
+def _check_feature_index(feature_index, rois_shape, num_maps: int, method: str):
+  """``feature_index [B', R]`` integer -> int32 clamped to ``[0, num_maps - 1]``."""
+  if method != "gather":
+    raise ValueError(f"feature_index is only supported by method='gather' (the dense 'matmul' "
+                     f"contraction pairs RoI row b with map b), got method={method!r}")
+  feature_index = jnp.asarray(feature_index)
+  if not jnp.issubdtype(feature_index.dtype, jnp.integer):
+    raise ValueError(f"feature_index must be an integer array, got dtype {feature_index.dtype}")
+  if feature_index.shape != tuple(rois_shape):
+    raise ValueError(f"feature_index must be [B', R] = {tuple(rois_shape)} (one map index per "
+                     f"RoI of boxes), got shape {feature_index.shape}")
+  if num_maps == 0 and feature_index.size:
+    raise ValueError("feature_index given with no feature map to pool from (features has B=0)")
+  return jnp.clip(feature_index.astype(jnp.int32), 0, max(num_maps - 1, 0))
 
 
 def _out_dtype(dtype):
@@ -190,18 +208,25 @@ def _pool_matmul(features, iy, wy, ix, wx):
 
 # ---------------------------------------------------------------------------------------- RoIAlign
 def roi_align(features, boxes, output_size, *, spatial_scale: float = 1.0, sampling_ratio: int = 2,
-              aligned: bool = True, method: str = "gather"):
+              aligned: bool = True, method: str = "gather", feature_index=None):
   """RoIAlign of ``boxes`` on ``features`` -> ``[B, R, out_h, out_w, C]`` (torchvision semantics).
 
   Args:
     features: NHWC ``[B, H, W, C]`` map of stride ``1 / spatial_scale``.
     boxes: ``[B, R, 4]`` xyxy in image pixels; RoI ``r`` of image ``b`` pools from ``features[b]``.
       Boxes may reach outside the map (border rules above); padding rows are harmless.
+      With ``feature_index``, ``[B', R, 4]`` for any ``B'``.
     output_size: int or ``(out_h, out_w)`` (static).
     spatial_scale: feature cells per image pixel (``1 / stride``).
     sampling_ratio: fixed ``n >= 1`` (``n x n`` samples per bin); 0 (adaptive) raises ValueError.
     aligned: the half-pixel offset (True, detectron2 / Mask R-CNN) or the legacy False.
     method: ``"gather"`` or ``"matmul"``, see the module docstring (same result up to rounding).
+    feature_index: optional integer ``[B', R]``: RoI ``r`` of row ``b`` pools from
+      ``features[feature_index[b, r]]`` instead of ``features[b]`` (torchvision's per-RoI batch
+      index; e.g. R RoIs each on its own small map out of N, without copying the maps per RoI).
+      The result is ``[B', R, out_h, out_w, C]``. Indices are clamped to ``[0, B - 1]`` (no
+      bounds error under jit). ``method="gather"`` only (ValueError otherwise): the gather
+      offsets each RoI's taps by ``feature_index * H * W`` in the flat table.
 
   Under ``jax.jit`` pass ``output_size``, ``sampling_ratio``, ``aligned`` and ``method`` as static
   arguments. Gradients flow to ``features`` only.
@@ -209,13 +234,18 @@ def roi_align(features, boxes, output_size, *, spatial_scale: float = 1.0, sampl
   features = _check_features(features)
   batch, height, width, channels = features.shape
   out_hw = _output_hw(output_size)
-  boxes = _check_args(boxes, batch, sampling_ratio, method)
+  boxes = _check_args(boxes, None if feature_index is not None else batch, sampling_ratio, method)
+  if feature_index is not None:
+    feature_index = _check_feature_index(feature_index, boxes.shape[:2], batch, method)
   iy, wy, ix, wx = _taps(boxes, spatial_scale, height, width, out_hw, int(sampling_ratio), aligned)
   if method == "matmul":
     out = _pool_matmul(features, iy, wy, ix, wx)
   else:
     table = features.reshape(batch * height * width, channels)
-    base = jnp.arange(batch, dtype=jnp.int32)[:, None] * (height * width)
+    if feature_index is None:
+      base = jnp.arange(batch, dtype=jnp.int32)[:, None] * (height * width)
+    else:
+      base = feature_index * (height * width)
     out = _pool_gather(table, base, width, iy, wy, ix, wx)
   return out.astype(_out_dtype(features.dtype))
 

@@ -319,3 +319,61 @@ def test_crop_and_resize_sampling_ratio():
     got = crop_and_resize(images, boxes, (4, 5), sampling_ratio=ratio)
     want, _ = ref_roi_align(images, boxes, (4, 5), 1.0, ratio)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- feature_index
+def test_feature_index_equals_gathering_the_maps():
+  """RoI (b, r) pools from features[feature_index[b, r]]: the same as copying that map out and
+  pooling the single RoI from it (B' = 3 rows of RoIs on N = 4 maps); gradients too."""
+  rng = np.random.default_rng(11)
+  feats = rng.normal(size=(4, 7, 9, 2)).astype(np.float32)
+  boxes = random_boxes(rng, 3, 7, 9, 2)                             # [3, 9, 4]
+  index = rng.integers(0, 4, boxes.shape[:2]).astype(np.int32)
+  index[0, :4] = 3                                                  # several RoIs on one map
+  fn = jax.jit(lambda f, b, i: RA.roi_align(f, b, (3, 2), spatial_scale=0.5, sampling_ratio=2,
+                                            feature_index=i))
+  got = np.asarray(fn(feats, boxes, index))
+  assert got.shape == (3, 9, 3, 2, 2)
+  want = np.zeros_like(got)
+  for b in range(3):
+    for r in range(boxes.shape[1]):
+      want[b, r] = np.asarray(roi_align(feats[index[b, r]][None], boxes[b, r][None, None], (3, 2),
+                                        spatial_scale=0.5))[0, 0]
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  ref, _ = ref_roi_align(feats[index.reshape(-1)], boxes.reshape(-1, 1, 4), (3, 2), 0.5,
+                         2)                                         # each RoI alone on its map
+  np.testing.assert_allclose(got, ref.reshape(got.shape), rtol=1e-5, atol=1e-5)
+  assert np.abs(got[:, 5:8]).max() > 0  # the corner / past-the-border RoIs pool something
+
+  grad = jax.grad(lambda f: fn(f, boxes, index).sum())(feats)
+  want_grad = np.zeros_like(feats)
+  for b in range(3):
+    for r in range(boxes.shape[1]):
+      _, g = ref_roi_align(feats[index[b, r]][None], boxes[b, r][None, None], (3, 2), 0.5, 2)
+      want_grad[index[b, r]] += g[0][..., None]
+  np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-5, atol=1e-6)
+
+  # an index equal to the row reproduces the default pairing; out-of-range indices are clamped
+  same = RA.roi_align(feats[:3], boxes, 2, feature_index=np.repeat(np.arange(3)[:, None], 9, 1))
+  np.testing.assert_allclose(np.asarray(same), np.asarray(roi_align(feats[:3], boxes, 2)),
+                             rtol=1e-6, atol=1e-6)
+  clamped = RA.roi_align(feats, boxes, 2, feature_index=np.full(index.shape, 7))
+  np.testing.assert_array_equal(np.asarray(clamped), np.asarray(
+      RA.roi_align(feats, boxes, 2, feature_index=np.full(index.shape, 3))))
+
+
+def test_feature_index_argument_checks():
+  feats = np.zeros((2, 4, 4, 1), np.float32)
+  boxes = np.zeros((5, 3, 4), np.float32)
+  index = np.zeros((5, 3), np.int32)
+  assert RA.roi_align(feats, boxes, 2, feature_index=index).shape == (5, 3, 2, 2, 1)
+  with pytest.raises(ValueError, match="gather"):
+    RA.roi_align(feats, boxes, 2, method="matmul", feature_index=index)
+  with pytest.raises(ValueError, match="integer"):
+    RA.roi_align(feats, boxes, 2, feature_index=index.astype(np.float32))
+  with pytest.raises(ValueError, match=r"\[B', R\]"):
+    RA.roi_align(feats, boxes, 2, feature_index=index[:, :2])
+  with pytest.raises(ValueError, match=r"\[B', R, 4\]"):
+    RA.roi_align(feats, boxes[..., :3], 2, feature_index=index)
+  with pytest.raises(ValueError, match=r"\[B=2, R, 4\]"):
+    RA.roi_align(feats, boxes, 2)  # without feature_index the rows still pair with the maps
