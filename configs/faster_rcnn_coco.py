@@ -36,7 +36,12 @@ def get_config(arg: str | None = None):
                      f"{', '.join(VARIANTS)}.")
   if {"fpn", "c4"} <= variants:
     raise ValueError("configs/faster_rcnn_coco.py: ':fpn' and ':c4' are two designs; pick one.")
-  c = faster_rcnn_defaults()
+  return apply_recipe(faster_rcnn_defaults(), variants)
+
+
+def apply_recipe(c, variants: set[str]):
+  """The COCO (or demo) recipe of ``variants`` on ``c`` (a Faster R-CNN schema or one that
+  extends it, e.g. Mask R-CNN's); returns ``c``."""
   if "demo" in variants:
     _demo(c)
   else:

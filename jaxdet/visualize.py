@@ -40,6 +40,10 @@ def _rgb(color, what: str) -> tuple[int, int, int]:
   return tuple(int(v) for v in c)
 
 
+_MASK_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+                 (70, 240, 240), (240, 50, 230), (210, 245, 60))
+
+
 def draw_detections(image: np.ndarray, dets: Sequence[Mapping], names: Mapping,
                     threshold: float) -> Image.Image:
   """Draws COCO-style detections on a copy of ``image``.
@@ -55,9 +59,22 @@ def draw_detections(image: np.ndarray, dets: Sequence[Mapping], names: Mapping,
     An RGB PIL image: each kept box as a 2-pixel red (255, 40, 40) rectangle
     outline from ``(x, y)`` to ``(x + w, y + h)`` (PIL ``rectangle`` semantics, the
     outline lies inside those bounds), labelled ``"<name> <score:.2f>"`` in yellow
-    at ``(x + 2, y + 1)``.
+    at ``(x + 2, y + 1)``. A detection with a ``"segmentation"`` (COCO RLE, Mask R-CNN) first
+    has its mask blended in at 50 % in a colour of its own.
   """
-  im = Image.fromarray(_as_rgb_uint8(image))
+  rgb = _as_rgb_uint8(image)
+  kept = [d for d in dets if d["score"] >= threshold and "segmentation" in d]
+  if kept:
+    from pycocotools import mask as mask_utils
+    rgb = rgb.astype(np.float32)
+    for i, d in enumerate(kept):
+      m = mask_utils.decode(d["segmentation"]).astype(bool)
+      if m.shape != rgb.shape[:2]:
+        continue   # a mask of another image size (a resized preview): boxes only
+      colour = np.array(_MASK_COLOURS[i % len(_MASK_COLOURS)], np.float32)
+      rgb[m] = 0.5 * rgb[m] + 0.5 * colour
+    rgb = rgb.round().astype(np.uint8)
+  im = Image.fromarray(rgb)
   draw = ImageDraw.Draw(im)
   for d in dets:
     if d["score"] < threshold:

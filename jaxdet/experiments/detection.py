@@ -183,7 +183,8 @@ class DetectionExperiment(Experiment):
         max_boxes=self.max_boxes(self.train_source), train=True,
         seed=self.config.seed, hflip=d.hflip, scale_jitter=tuple(d.scale_jitter),
         num_workers=d.num_workers, process_index=jax.process_index(),
-        process_count=jax.process_count(), start_step=start_step))
+        process_count=jax.process_count(), start_step=start_step,
+        mask_size=int(d.get("mask_size", 0))))
 
   def eval_batches(self, source=None, batch_size=None, transform=None):
     d = self.config.data
@@ -222,19 +223,33 @@ class DetectionExperiment(Experiment):
     raise NotImplementedError
 
   def detect(self, state, loader) -> list[dict]:
-    """Runs the detector over ``loader``; returns COCO-style results (original coords)."""
+    """Runs the detector over ``loader``; returns COCO-style results (original coords). When
+    the predictions carry ``masks`` (``[B, D, S, S]`` probabilities, Mask R-CNN) each result also
+    gets its ``segmentation``: the mask pasted into the original image, binarised at 0.5, as
+    COCO RLE (``jaxdet.evaluation.segm``)."""
     results = []
     category_ids = self.categories.ids
     for local in loader:
       batch = shard_lib.to_global({"images": local["images"], "image_hw": local["image_hw"]},
                                   self.mesh)
       dets = shard_lib.to_host(self._predict(state["net"], batch["images"], batch["image_hw"]))
-      host = shard_lib.to_host({k: local[k] for k in ("image_id", "scale", "example_valid")})
+      host = shard_lib.to_host({k: local[k] for k in ("image_id", "scale", "example_valid",
+                                                      "orig_hw")})
       keep = host["example_valid"]
       boxes = dets.boxes / host["scale"][:, None, None]
-      results += coco_eval.detections_to_coco(
+      found = coco_eval.detections_to_coco(
           host["image_id"][keep], boxes[keep], dets.scores[keep], dets.classes[keep],
           dets.num_valid[keep], category_ids)
+      if getattr(dets, "masks", None) is not None:
+        from jaxdet.evaluation import segm
+        rles = []
+        for i in np.flatnonzero(keep):
+          k = int(np.clip(dets.num_valid[i], 0, dets.boxes.shape[1]))
+          h, w = (int(v) for v in host["orig_hw"][i])
+          rles += segm.encode_masks(segm.paste_masks(dets.masks[i, :k], boxes[i, :k], h, w))
+        for r, rle in zip(found, rles, strict=True):
+          r["segmentation"] = rle
+      results += found
     return results
 
   def evaluate(self, state, *, workdir: str, step: int, transform=None, tag: str = "") -> dict:

@@ -95,7 +95,8 @@ def evaluate_detections(source, results: Sequence[dict], *, workdir: str, step: 
     voc_metrics: also ``mAP50_voc07`` and ``mAP50_area``.
     wider_face_gt_dir: the official ``eval_tools/ground_truth`` folder; '' = proxy subsets.
   Returns:
-    ``{'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'}`` plus the protocol's metrics.
+    ``{'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'}`` plus the protocol's metrics, plus the same
+    six of the masks as ``mask_AP`` ... when the results carry a ``segmentation``.
   """
   check_protocol(protocol)
   results = list(results)
@@ -105,6 +106,9 @@ def evaluate_detections(source, results: Sequence[dict], *, workdir: str, step: 
   metrics = coco_eval.evaluate_coco(
       gt, results, result_file=os.path.join(workdir, f"detections{tag}_step{step}.json"),
       image_ids=image_ids)
+  if any("segmentation" in r for r in results):   # instance masks (Mask R-CNN): mask AP too
+    segm = coco_eval.evaluate_coco(gt, results, image_ids=image_ids, iou_type="segm")
+    metrics.update({f"mask_{k}": v for k, v in segm.items()})
   if voc_metrics:
     from jaxdet.evaluation import voc
     for use07, name in ((True, "mAP50_voc07"), (False, "mAP50_area")):

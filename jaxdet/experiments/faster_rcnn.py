@@ -119,11 +119,7 @@ class FasterRCNNExperiment(DetectionExperiment):
 
     self.anchors, self.level_slices = anchors_for(self.image_size)
     self.eval_anchors, self.eval_level_slices = anchors_for(self.eval_image_size)
-    self.model = FasterRCNN(
-        design=m.design, num_classes=self.num_classes, depth=m.depth, width=m.width, norm=m.norm,
-        frozen_stages=m.frozen_stages, fpn_filters=m.fpn_filters, num_anchors=self.num_per_loc,
-        fc_dim=m.fc_dim, pooler_resolution=m.pooler_resolution, sampling_ratio=m.sampling_ratio,
-        dtype=DTYPES[m.dtype])
+    self.model = FasterRCNN(**self.model_kwargs())
     abstract = jax.eval_shape(functools.partial(self._init_variables), jax.random.PRNGKey(0))
     labels = frozen_param_labels(abstract["params"], m.frozen_stages)
     self.optimizer = optim.make_optimizer(c.optim, c.train.batch_size, labels)
@@ -133,6 +129,28 @@ class FasterRCNNExperiment(DetectionExperiment):
   @classmethod
   def config_schema(cls):
     return faster_rcnn_defaults()
+
+  def model_kwargs(self) -> dict:
+    """``FasterRCNN`` attributes from ``config.model`` (subclasses add their heads' ones)."""
+    m = self.config.model
+    return dict(
+        design=m.design, num_classes=self.num_classes, depth=m.depth, width=m.width, norm=m.norm,
+        frozen_stages=m.frozen_stages, fpn_filters=m.fpn_filters, num_anchors=self.num_per_loc,
+        fc_dim=m.fc_dim, pooler_resolution=m.pooler_resolution, sampling_ratio=m.sampling_ratio,
+        dtype=DTYPES[m.dtype])
+
+  # ---- hooks for heads on top of the box head (Mask R-CNN) ----------------------------------
+  def extra_head_losses(self, mdl, feats, sampled, batch) -> dict:
+    """More loss terms from the sampled RoIs (inside ``forward``); none for Faster R-CNN."""
+    return {}
+
+  def extra_loss_total(self, terms) -> jax.Array:
+    """Their weighted sum, added to the Faster R-CNN loss."""
+    return jnp.float32(0.0)
+
+  def extra_predictions(self, mdl, feats, dets: Detections):
+    """Inference outputs on top of the detections (inside ``forward``); ``dets`` unchanged."""
+    return dets
 
   # ---- state -----------------------------------------------------------------------------
   def _init_variables(self, rng):
@@ -260,7 +278,8 @@ class FasterRCNNExperiment(DetectionExperiment):
       logits, box_deltas = mdl.box_head(feats, sampled.boxes, train=True)
       cls, reg, fg = self.roi_losses(logits, box_deltas, sampled)
       return {"rpn_cls": rpn_cls, "rpn_reg": rpn_reg, "cls_loss": cls, "reg_loss": reg,
-              "rpn_fg": rpn_fg, "roi_fg": fg, "proposals": jnp.mean(props.num_valid)}
+              "rpn_fg": rpn_fg, "roi_fg": fg, "proposals": jnp.mean(props.num_valid),
+              **self.extra_head_losses(mdl, feats, sampled, batch)}
 
     def loss_fn(params):
       variables = {"params": params, **net.model_state}
@@ -272,7 +291,8 @@ class FasterRCNNExperiment(DetectionExperiment):
       rpn_w = c.rpn.loss_weight
       total = (lam_rpn[0] * rpn_w * terms["rpn_cls"] + lam_rpn[1] * rpn_w * terms["rpn_reg"]
                + lam_roi[0] * c.loss.cls_weight * terms["cls_loss"]
-               + lam_roi[1] * c.loss.reg_weight * terms["reg_loss"])
+               + lam_roi[1] * c.loss.reg_weight * terms["reg_loss"]
+               + self.extra_loss_total(terms))
       return total, (terms, new_model_state)
 
     (loss, (terms, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -302,15 +322,15 @@ class FasterRCNNExperiment(DetectionExperiment):
       props = self._proposals(objectness, deltas, image_hw, self.eval_anchors,
                               self.eval_level_slices, train=False)
       logits, box_deltas = mdl.box_head(feats, props.boxes, train=False)
-      return props, logits, box_deltas
+      dets = class_detections(props.boxes, props.num_valid, logits, box_deltas, image_hw,
+                              box_weights=tuple(self.config.loss.box_weights),
+                              score_threshold=e.score_threshold, nms_iou=e.nms_iou,
+                              max_detections=e.max_detections, num_classes=k,
+                              pre_nms_topk=e.pre_nms_topk)
+      return self.extra_predictions(mdl, feats, dets)
 
-    props, logits, box_deltas = self.model.apply(
-        {"params": net.params, **net.model_state}, self.normalize(images), method=forward)
-    return class_detections(props.boxes, props.num_valid, logits, box_deltas, image_hw,
-                            box_weights=tuple(self.config.loss.box_weights),
-                            score_threshold=e.score_threshold, nms_iou=e.nms_iou,
-                            max_detections=e.max_detections, num_classes=k,
-                            pre_nms_topk=e.pre_nms_topk)
+    return self.model.apply({"params": net.params, **net.model_state}, self.normalize(images),
+                            method=forward)
 
 
 def class_detections(rois, num_valid, logits, deltas, image_hw, *, box_weights, score_threshold,

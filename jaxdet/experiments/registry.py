@@ -12,6 +12,7 @@ import importlib
 EXPERIMENTS = {
     "retinanet": "jaxdet.experiments.retinanet:RetinaNetExperiment",
     "faster_rcnn": "jaxdet.experiments.faster_rcnn:FasterRCNNExperiment",
+    "mask_rcnn": "jaxdet.experiments.mask_rcnn:MaskRCNNExperiment",
     "mtgan": "jaxdet.experiments.mtgan:MTGANExperiment",
 }
 

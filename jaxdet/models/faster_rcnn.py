@@ -14,7 +14,12 @@ non-differentiable box ops in ``jaxdet.ops`` -- sit between them:
   detectron2 convention of ``jaxdet.ops.roi_sampling``) and class-specific deltas
   ``[B, R, K, 4]``: FPN = RoIAlign 7x7 from the level of FPN Eq. 1 -> 2 fc 1024 + ReLU
   ("2fc MLP head", FPN §4.2); C4 = RoIAlign 14x14 on C4 -> res5 (stride 2 -> 7x7) -> global
-  average pool. Predictors: cls N(0, 0.01), box N(0, 0.001), bias 0 (detectron2).
+  average pool. Predictors: cls N(0, 0.01), box N(0, 0.001), bias 0 (detectron2);
+* ``mask_head(features, rois, train)`` (Mask R-CNN, ``mask=True``, FPN only) -> mask logits
+  ``[B, R, 2 m, 2 m, K]``: RoIAlign ``m x m`` (14) -> ``mask_convs`` (4) 3x3 convs of
+  ``mask_dim`` (256) + ReLU -> 2x2 stride-2 deconv + ReLU -> 1x1 conv to K class-specific masks
+  (Mask R-CNN §3 "Network Architecture", Fig. 4 right; He init for the convs, N(0, 0.001) for the
+  predictor, as detectron2).
 
 RoIAlign is ``aligned=True`` with a fixed ``sampling_ratio`` (``jaxdet.ops.roi_align``).
 """
@@ -48,6 +53,10 @@ class FasterRCNN(nn.Module):
   fc_dim: int = 1024
   pooler_resolution: int = 7
   sampling_ratio: int = 2
+  mask: bool = False
+  mask_pooler_resolution: int = 14
+  mask_convs: int = 4
+  mask_dim: int = 256
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -73,6 +82,18 @@ class FasterRCNN(nn.Module):
                               dtype=self.dtype)
     self.bbox_pred = nn.Dense(4 * self.num_classes, kernel_init=nn.initializers.normal(0.001),
                               dtype=self.dtype)
+    if self.mask:
+      if c4:
+        raise ValueError("the Mask R-CNN head is built for design='fpn' (detectron2's C4 mask "
+                         "head shares res5 with the box head; not implemented here).")
+      he = nn.initializers.variance_scaling(2.0, "fan_out", "normal")   # c2_msra_fill
+      self.mask_fcn = [nn.Conv(self.mask_dim, (3, 3), padding="SAME", kernel_init=he,
+                               dtype=self.dtype, name=f"mask_fcn{i + 1}")
+                       for i in range(self.mask_convs)]
+      self.mask_deconv = nn.ConvTranspose(self.mask_dim, (2, 2), strides=(2, 2), padding="VALID",
+                                          kernel_init=he, dtype=self.dtype)
+      self.mask_predictor = nn.Conv(self.num_classes, (1, 1),
+                                    kernel_init=nn.initializers.normal(0.001), dtype=self.dtype)
 
   def _rpn_channels(self) -> int:
     if self.design == "fpn":
@@ -121,10 +142,26 @@ class FasterRCNN(nn.Module):
     deltas = self.bbox_pred(x).astype(jnp.float32).reshape(b, r, self.num_classes, 4)
     return logits, deltas
 
+  def mask_head(self, features, rois, train: bool = False):
+    b, r = rois.shape[:2]
+    m = self.mask_pooler_resolution
+    x = roi_ops.multilevel_roi_align(
+        {l: features[l] for l in (2, 3, 4, 5)}, rois, m, min_level=2,
+        sampling_ratio=self.sampling_ratio)
+    x = x.reshape(b * r, m, m, x.shape[-1])
+    for conv in self.mask_fcn:
+      x = nn.relu(conv(x))
+    x = nn.relu(self.mask_deconv(x))
+    logits = self.mask_predictor(x).astype(jnp.float32)
+    return logits.reshape(b, r, 2 * m, 2 * m, self.num_classes)
+
   def __call__(self, images, rois, train: bool = False):
-    """All three parts on given RoIs (used by ``init``)."""
+    """Every part on given RoIs (used by ``init``)."""
     feats = self.features(images, train)
     objectness, deltas = self.rpn(feats)
     logits, box_deltas = self.box_head(feats, rois, train)
-    return {"objectness": objectness, "rpn_deltas": deltas, "cls_logits": logits,
-            "box_deltas": box_deltas}
+    out = {"objectness": objectness, "rpn_deltas": deltas, "cls_logits": logits,
+           "box_deltas": box_deltas}
+    if self.mask:
+      out["mask_logits"] = self.mask_head(feats, rois, train)
+    return out

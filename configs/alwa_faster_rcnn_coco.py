@@ -1,0 +1,27 @@
+"""ALWA paper Table 4: Faster R-CNN R50-FPN with ALWA on the RPN, COCO train2017 -> val2017.
+
+mmdetection 1x (12 epochs, /10 after 8 and 11; the 90k-iteration detectron2 schedule of
+configs/faster_rcnn_coco.py at 16 images per step), lr 0.02 per 16 images. The grid
+(jaxdet.experiments.alwa_recipes):
+
+    python -m jaxdet.main --config=configs/alwa_faster_rcnn_coco.py:ciou,alwa2 --workdir=runs/t4_ciou
+Variants: box-head loss ':l1' (default) | ':smooth_l1' | ':ciou' (| ':giou' | ':diou'); weighting
+':baseline' | ':alwa1' | ':alwa2' (default); ':r101'; ':tfds'; ':demo' (embedded benchmark).
+"""
+from jaxdet.experiments.alwa_recipes import VARIANTS as GRID, apply_alwa_grid
+from jaxdet.experiments.defaults import parse_variants, sibling_config
+
+FILE = "configs/alwa_faster_rcnn_coco.py"
+PASSED_ON = ("r101", "tfds", "demo")
+
+
+def get_config(arg: str | None = None):
+  variants = parse_variants(arg)
+  unknown = variants - set(GRID) - set(PASSED_ON)
+  if unknown:
+    raise ValueError(f"{FILE}: unknown variant(s) {sorted(unknown)}; valid: "
+                     f"{', '.join(GRID + PASSED_ON)}.")
+  c = sibling_config(__file__, "faster_rcnn_coco").get_config(
+      ",".join(sorted(variants & set(PASSED_ON))))
+  apply_alwa_grid(c, variants, config_file=FILE)
+  return c
