@@ -154,7 +154,8 @@ def test_mask_rcnn_config_is_faster_rcnn_fpn_plus_masks():
   for arg in ("", "r101", "demo", "alwa"):
     b, m = box.get_config(arg), mask.get_config(arg)
     validate(m, schema("mask_rcnn"))
-    assert m.experiment == "mask_rcnn" and m.model.design == "fpn" and m.data.mask_size == 112
+    assert m.experiment == "mask_rcnn" and m.model.design == "fpn"
+    assert (m.data.mask_size, m.model.mask_dim) == ((56, 16) if arg == "demo" else (112, 256))
     for group in ("data", "model", "optim", "train", "rpn", "roi_head", "alwa"):
       for k, v in b[group].items():
         assert m[group][k] == v, (arg, group, k)
