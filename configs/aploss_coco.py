@@ -14,7 +14,9 @@ COCO_TRAINVAL35K = 117_266
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
+  baselines = sibling_config(__file__, "aploss_voc").BASELINES
+  variants = parse_variants(arg, ("500", "800", "r50", "tfds") + baselines,
+                            config="configs/aploss_coco.py")
   c = detector_defaults()
   use_coco_json(c.data, train_json="data/coco/annotations/instances_trainval35k.json",
                 train_images="data/coco/images",

@@ -14,7 +14,8 @@ from jaxdet.experiments.defaults import sibling_config, parse_variants
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
+  baselines = sibling_config(__file__, "aploss_voc").BASELINES
+  variants = parse_variants(arg, ("quick",) + baselines, config="configs/aploss_demo.py")
   c = sibling_config(__file__, "demo").get_config("quick" if "quick" in variants else "")
   sibling_config(__file__, "aploss_voc").apply_aploss(c, variants)
   c.model.norm, c.model.frozen_stages = "group_norm", -1   # from scratch

@@ -15,6 +15,7 @@ Augmentation here is flip + scale jitter (the paper uses SSD's photometric/expan
 from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_coco_json
 
 VOC_TRAINVAL_0712 = 16_551
+BASELINES = ("focal", "ohem", "auc")     # the paper's baselines; default: AP-loss
 
 
 def apply_aploss(c, variants):
@@ -36,7 +37,7 @@ def apply_aploss(c, variants):
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
+  variants = parse_variants(arg, ("500", "800", "r101") + BASELINES, config="configs/aploss_voc.py")
   c = detector_defaults()
   use_coco_json(c.data, train_json="data/voc/annotations/voc0712_trainval.json",
                 train_images="data/voc/images",

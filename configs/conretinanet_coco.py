@@ -21,11 +21,12 @@ from jaxdet.experiments.defaults import sibling_config, parse_variants
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
+  variants = parse_variants(arg, ("500", "800", "r101", "tfds", "cascade", "gated_cascade",
+                                  "baseline"), config="configs/conretinanet_coco.py")
   if {"500", "800"} <= variants or {"cascade", "gated_cascade"} <= variants:
     raise ValueError(f"conretinanet_coco: pick at most one of '500' / '800' and one of 'cascade' / "
                      f"'gated_cascade' (other variants: r101, baseline, tfds); got {arg!r}")
-  c = sibling_config(__file__, "retinanet_coco").get_config(arg)
+  c = sibling_config(__file__, "retinanet_coco").get_config(",".join(variants & {"r101", "tfds"}))
   if "500" in variants:
     c.data.short_side, c.data.max_side = 500, 833
     c.data.image_size = (896, 896)    # 833 rounded up to a multiple of 128 (stride of P7)

@@ -13,11 +13,12 @@ from jaxdet.experiments.defaults import sibling_config, parse_variants
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
+  variants = parse_variants(arg, ("quick", "cascade", "gated_cascade", "alwa", "aploss"),
+                            config="configs/conretinanet_demo.py")
   if {"cascade", "gated_cascade"} <= variants:
     raise ValueError(f"conretinanet_demo: pick at most one of 'cascade' / 'gated_cascade' (other variants: "
                      f"quick, alwa, aploss); got {arg!r}")
-  c = sibling_config(__file__, "demo").get_config(arg)
+  c = sibling_config(__file__, "demo").get_config("quick" if "quick" in variants else "")
   k = c.consistent
   k.enabled = True
   k.alpha, k.positive_iou, k.negative_iou = 1.0, 0.6, 0.5

@@ -12,7 +12,7 @@ from jaxdet.experiments.defaults import detector_defaults, parse_variants
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
+  variants = parse_variants(arg, ("quick",), config="configs/demo.py")
   c = detector_defaults()
   c.data.source = "benchmark"
   c.data.image_size = (128, 128)

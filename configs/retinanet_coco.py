@@ -13,7 +13,7 @@ from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_c
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
+  variants = parse_variants(arg, ("r101", "tfds"), config="configs/retinanet_coco.py")
   c = detector_defaults()
   use_coco_json(c.data, train_json="data/coco/annotations/instances_train2017.json",
                 train_images="data/coco/train2017",

@@ -12,7 +12,7 @@ from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_c
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
+  variants = parse_variants(arg, ("tfds",), config="configs/retinanet_voc.py")
   c = detector_defaults()
   use_coco_json(c.data, train_json="data/voc/annotations/voc0712_trainval.json",
                 train_images="data/voc/images",

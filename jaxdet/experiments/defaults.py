@@ -186,9 +186,18 @@ def sibling_config(config_file: str, name: str):
   return module
 
 
-def parse_variants(arg: str | None) -> set[str]:
-  """``'r101,800'`` (the text after ``:`` in ``--config=file.py:r101,800``) -> {'r101', '800'}."""
-  return set((arg or "").split(",")) - {""}
+def parse_variants(arg: str | None, valid=None, *, config: str = "") -> set[str]:
+  """``'r101,800'`` (the text after ``:`` in ``--config=file.py:r101,800``) -> {'r101', '800'}.
+
+  With ``valid`` (the variants the config understands) an unknown one is a ValueError that names
+  ``config`` and lists the valid ones: a typo such as ``:ohme`` must not run another recipe."""
+  variants = set((arg or "").split(",")) - {""}
+  if valid is not None:
+    unknown = variants - set(valid)
+    if unknown:
+      raise ValueError(f"{config or 'config'}: unknown variant(s) {sorted(unknown)}; valid: "
+                       f"{', '.join(valid) or '(none)'}.")
+  return variants
 
 
 def use_coco_json(data_cfg, *, train_json: str, train_images: str, val_json: str,

@@ -62,3 +62,30 @@ def test_command_line_typo_names_the_key_and_lists_valid_ones():
                        cwd=__import__("pathlib").Path(__file__).parents[2])
   assert out.returncode == 2
   assert "config.optim.learning_rate" in out.stderr and "base_lr" in out.stderr
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_unknown_variant_is_an_error_listing_the_valid_ones(name):
+  """A typo after ':' (e.g. ':ohme') must not silently run another recipe."""
+  import importlib.util, pathlib
+  path = pathlib.Path(__file__).parents[2] / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(name, path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  with pytest.raises(ValueError, match=r"unknown variant.*'ohme'.*valid"):
+    mod.get_config("ohme")
+
+
+@pytest.mark.parametrize("name,arg", [("conretinanet_coco", "cascade,r101,500"),
+                                      ("conretinanet_demo", "quick,gated_cascade,alwa,aploss"),
+                                      ("aploss_coco", "800,r50,tfds,ohem"),
+                                      ("aploss_demo", "quick,auc"), ("aploss_voc", "r101,500,focal")])
+def test_variants_passed_on_to_a_sibling_config_stay_valid(name, arg):
+  import importlib.util, pathlib
+  from jaxdet.experiments.registry import schema
+  path = pathlib.Path(__file__).parents[2] / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(name, path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config(arg)
+  validate(c, schema(c.experiment))
