@@ -1,7 +1,7 @@
 """ALWA paper Table 3: Faster R-CNN R50-FPN with ALWA on the RPN, VOC12 trainval -> VOC07 test.
 
-mmdetection 1x: 12 epochs (/10 after 8 and 11), SGD 0.9, wd 1e-4, lr 0.02 per 16 images, VOC
-resize (1000, 600); VOC07 mAP50 reported next to COCO AP. The grid (jaxdet.experiments.alwa_recipes):
+mmdetection 1x as the paper ran it: 8 images per step (2 GPUs x 4), lr 0.02, 12 epochs (/10
+after 8 and 11), SGD 0.9, wd 1e-4, VOC resize (1000, 600); VOC07 mAP50 next to COCO AP. The grid (jaxdet.experiments.alwa_recipes):
 
     python -m jaxdet.main --config=configs/alwa_faster_rcnn_voc.py:l1,alwa1 --workdir=runs/t3_l1_alwa1
 Variants: box-head loss ':l1' (default) | ':smooth_l1' | ':ciou' (| ':giou' | ':diou'); weighting
@@ -10,7 +10,7 @@ benchmark (CPU-sized Faster R-CNN of configs/faster_rcnn_coco.py:demo).
 Data: VOC as COCO JSON (data/voc/annotations/voc12_trainval.json, voc07_test.json, images in
 data/voc/images), as configs/alwa_voc.py.
 """
-from jaxdet.experiments.alwa_recipes import VARIANTS as GRID, apply_alwa_grid
+from jaxdet.experiments.alwa_recipes import VARIANTS as GRID, apply_alwa_grid, paper_schedule
 from jaxdet.experiments.defaults import parse_variants, sibling_config, use_coco_json
 
 FILE = "configs/alwa_faster_rcnn_voc.py"
@@ -29,10 +29,7 @@ def get_config(arg: str | None = None):
                   val_json="data/voc/annotations/voc07_test.json", val_images="data/voc/images")
     c.data.image_size = (1024, 1024)
     c.data.short_side, c.data.max_side = 600, 1000
-    steps_per_epoch = 11_540 // 16            # VOC12 trainval at 16 images per step
-    c.optim.warmup_steps, c.optim.warmup_factor = 500, 0.001
-    c.optim.decay_steps = (8 * steps_per_epoch, 11 * steps_per_epoch)
-    c.train.num_steps, c.train.eval_every = 12 * steps_per_epoch, 4 * steps_per_epoch
+    paper_schedule(c, images_per_epoch=11_540)   # VOC12 trainval
   c.eval.voc_metrics = True
   apply_alwa_grid(c, variants, config_file=FILE)
   return c

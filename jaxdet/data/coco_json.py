@@ -131,8 +131,9 @@ def _is_int(v) -> bool:
 def _segmentation_problem(seg, height, width) -> str | None:
   """Why ``seg`` is not a COCO segmentation of an ``height x width`` image (None if it is one).
 
-  Polygons: a non-empty list of flat lists of >= 6 (an even number of) finite numbers. RLE: a dict
-  with ``size == [height, width]`` and ``counts`` a string (compressed) or a list (uncompressed).
+  Polygons: a non-empty list of flat lists of >= 6 (an even number of) finite numbers (shorter
+  or odd-length ones are removed before by ``_usable_polygons``). RLE: a dict with
+  ``size == [height, width]`` and ``counts`` a string (compressed) or a list (uncompressed).
   """
   if isinstance(seg, list):
     if not seg:
@@ -161,6 +162,12 @@ def _segmentation_problem(seg, height, width) -> str | None:
           f"{{'size': [h, w], 'counts': ...}}, got {type(seg).__name__}")
 
 
+def _usable_polygons(seg: list) -> list:
+  """The polygons of a polygon-list segmentation that can be rasterised: flat lists of >= 6
+  coordinates, an even number (detectron2's ``load_coco_json`` drops the others likewise)."""
+  return [p for p in seg if not isinstance(p, list) or (len(p) >= 6 and len(p) % 2 == 0)]
+
+
 class CocoJsonSource:
   """A ``DetectionSource`` over a COCO-format annotation file and an image directory.
 
@@ -180,10 +187,14 @@ class CocoJsonSource:
 
   Instance masks: each annotation's ``segmentation`` (COCO polygons or RLE, validated here) goes
   into ``DetectionExample.masks`` of ``source[i]`` and ``annotation(i)``, one per kept object in
-  the order of ``boxes``. ``has_masks`` is True when every annotation of the file has a
-  ``segmentation`` (also when it has no annotations at all); if any lacks one, ``masks`` is None
-  for every example (a Mask R-CNN loader then refuses the source rather than train on a partial
-  set). ``.coco`` keeps the segmentations, so ``COCOeval(iouType='segm')`` works on it.
+  the order of ``boxes``. Box-only files are normal (VOC converters write ``"segmentation": []``):
+  a missing, ``null`` or empty segmentation means "no mask", and so does one whose polygons are
+  all unusable (< 6 coordinates or an odd number: such polygons are removed, counted in
+  ``polygons_dropped``). ``has_masks`` is True when every annotation has a mask (also when the file
+  has no annotations); otherwise ``masks`` is None for every example and ``masks_missing`` counts
+  the annotations without one (a Mask R-CNN loader then refuses the source rather than train on
+  a partial set). A segmentation of the wrong type or with non-finite numbers is an error.
+  ``.coco`` keeps the segmentations, so ``COCOeval(iouType='segm')`` works on it.
   """
 
   def __init__(self, annotation_file, image_dir, *, skip_bad_images: bool = False,
@@ -270,7 +281,7 @@ class CocoJsonSource:
       images.append(im)
 
     ann_img, ann_bbox, ann_cls, ann_crowd = [], [], [], []
-    has_masks = True
+    self.masks_missing = self.polygons_dropped = 0
     for k, a in enumerate(anns):
       if not isinstance(a, dict):
         raise self._err(f"annotation #{k}: must be an object, got {a!r}.")
@@ -288,15 +299,21 @@ class CocoJsonSource:
       crowd = a.get("iscrowd", 0)
       if crowd not in (0, 1, True, False):
         raise self._err(f"{where}: field 'iscrowd' must be 0 or 1, got {crowd!r}.")
-      if "segmentation" in a:
+      seg = a.get("segmentation")
+      if isinstance(seg, list) and seg:
+        usable = _usable_polygons(seg)
+        if len(usable) < len(seg):
+          self.polygons_dropped += len(seg) - len(usable)
+          a["segmentation"] = seg = usable
+      if seg is None or (isinstance(seg, list) and not seg):
+        self.masks_missing += 1
+      else:
         im = images[index_of[iid]]
-        problem = _segmentation_problem(a["segmentation"], im["height"], im["width"])
+        problem = _segmentation_problem(seg, im["height"], im["width"])
         if problem is not None:
           raise self._err(f"{where}: field 'segmentation' {problem}. Hint: COCO instance masks "
                           "are polygons [[x1, y1, x2, y2, ...], ...] or RLE {'size': [h, w], "
                           "'counts': ...} in image pixels; drop the field if there is no mask.")
-      else:
-        has_masks = False
       ann_img.append(index_of[iid])
       ann_bbox.append(bbox)
       ann_cls.append(cat_to_class[a["category_id"]])
@@ -304,7 +321,7 @@ class CocoJsonSource:
 
     self._data = data
     self._images = images
-    self.has_masks = has_masks
+    self.has_masks = self.masks_missing == 0
     n_img = len(images)
     ann_img = np.asarray(ann_img, np.int64)
     xywh = np.asarray(ann_bbox, np.float64).reshape(-1, 4)

@@ -34,3 +34,17 @@ def apply_alwa_grid(c, variants: set[str], *, config_file: str, default_reg: str
   c.alwa.statistic = "alwa1" if weighting == "alwa1" else "alwa2"
   c.alwa.window = 100
   return variants - set(VARIANTS)
+
+
+def paper_schedule(c, images_per_epoch: int) -> None:
+  """The two-stage runs' optimisation as the paper states it (§4; Tables 7-8: "trained with 2
+  2080Ti GPUs (each GPU holds 4 images) and 1x training schedule"): 8 images per step, SGD lr
+  0.02 for those 8 (mmdetection's R-CNN lr, not rescaled), 12 epochs with /10 after 8 and 11,
+  mmdetection's linear warm-up over 500 steps from 0.001."""
+  steps_per_epoch = images_per_epoch // 8
+  c.train.batch_size = 8
+  c.optim.base_lr, c.optim.base_batch = 0.02, 8
+  c.optim.warmup_steps, c.optim.warmup_factor = 500, 0.001
+  c.optim.decay_steps = (8 * steps_per_epoch, 11 * steps_per_epoch)
+  c.train.num_steps, c.train.eval_every = 12 * steps_per_epoch, 4 * steps_per_epoch
+  c.eval.batch_size = 8

@@ -83,12 +83,21 @@ class MaskRCNNExperiment(FasterRCNNExperiment):
     return 2 * int(self.config.model.mask_pooler_resolution)
 
   def check_inputs(self, mode: str, workdir: str) -> None:
+    """Besides the detector checks: the train split (train) and the val split (train, eval:
+    mask AP) must have instance masks, before any step runs."""
     super().check_inputs(mode, workdir)
-    if mode == "train" and not getattr(self.train_source, "has_masks", False):
-      raise ConfigError(
-          f"config.data.source={self.config.data.source!r}: its train split has no instance "
-          "masks, which Mask R-CNN trains on. Use a COCO-format JSON with 'segmentation' "
-          "(config.data.source='coco_json') or the embedded benchmark (source='benchmark').")
+    splits = {"train": self.train_source} if mode == "train" else {}
+    if mode in ("train", "eval"):
+      splits["val"] = self.val_source
+    for split, source in splits.items():
+      if not getattr(source, "has_masks", False):
+        missing = getattr(source, "masks_missing", None)
+        count = f" ({missing} annotations without a usable 'segmentation')" if missing else ""
+        raise ConfigError(
+            f"config.data.source={self.config.data.source!r}: its {split} split has no instance "
+            f"masks{count}, which Mask R-CNN trains on and scores (mask AP). Use a COCO-format "
+            "JSON whose annotations all have a 'segmentation' (config.data.source='coco_json') "
+            "or the embedded benchmark (source='benchmark').")
 
   # ---- training ---------------------------------------------------------------------------
   def extra_head_losses(self, mdl, feats, sampled, batch) -> dict:
