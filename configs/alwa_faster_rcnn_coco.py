@@ -15,11 +15,7 @@ PASSED_ON = ("r101", "tfds", "demo")
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
-  unknown = variants - set(GRID) - set(PASSED_ON)
-  if unknown:
-    raise ValueError(f"{FILE}: unknown variant(s) {sorted(unknown)}; valid: "
-                     f"{', '.join(GRID + PASSED_ON)}.")
+  variants = parse_variants(arg, GRID + PASSED_ON, config=FILE)
   c = sibling_config(__file__, "faster_rcnn_coco").get_config(
       ",".join(sorted(variants & set(PASSED_ON))))
   if "demo" not in variants:

@@ -17,11 +17,7 @@ FILE = "configs/alwa_faster_rcnn_voc.py"
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg)
-  unknown = variants - set(GRID) - {"demo"}
-  if unknown:
-    raise ValueError(f"{FILE}: unknown variant(s) {sorted(unknown)}; valid: "
-                     f"{', '.join(GRID)}, demo.")
+  variants = parse_variants(arg, GRID + ("demo",), config=FILE)
   c = sibling_config(__file__, "faster_rcnn_coco").get_config("demo" if "demo" in variants else "")
   if "demo" not in variants:
     use_coco_json(c.data, train_json="data/voc/annotations/voc12_trainval.json",
