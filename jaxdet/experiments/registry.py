@@ -14,6 +14,8 @@ EXPERIMENTS = {
     "faster_rcnn": "jaxdet.experiments.faster_rcnn:FasterRCNNExperiment",
     "mask_rcnn": "jaxdet.experiments.mask_rcnn:MaskRCNNExperiment",
     "mtgan": "jaxdet.experiments.mtgan:MTGANExperiment",
+    "high_to_low": "jaxdet.experiments.high_to_low:HighToLowExperiment",
+    "lr_landmarks": "jaxdet.experiments.lr_landmarks:LRLandmarksExperiment",
 }
 
 
