@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from jaxdet.data import face_benchmark as fb
+from jaxdet.data import face_render as fr
 from jaxdet.data.face_records import FROM_68_TO_5, FROM_68_TO_19, FaceSource, from_68
 
 TINY = dict(num_hr_train=6, num_hr_test=3, num_real_lr_train=4, num_real_lr_test=6,
@@ -53,7 +54,7 @@ def test_cache_is_reused_and_checked(root):
 
 
 def _test_identity(rng):
-  p = fb.sample_identity(rng)
+  p = fr.sample_identity(rng)
   p.update(skin=SKIN, lip=LIP, brow=BROW, beard=False)
   return p
 
@@ -89,7 +90,7 @@ def _jaw_on_boundary(image, lm, vis):
 def _feature_checks(img, lm, vis, shift=(0.0, 0.0)):
   """Pass / fail of each drawn feature at the (shifted) landmarks of a flat render."""
   lm = lm + np.asarray(shift, np.float32)
-  checks = [np.abs(_pixel(img, eye.mean(0)) - fb.PUPIL).max() <= 40  # pupil at the eye centre
+  checks = [np.abs(_pixel(img, eye.mean(0)) - fr.PUPIL).max() <= 40  # pupil at the eye centre
             for eye in (lm[36:42], lm[42:48])]
   checks.append(_share(_near(img, (lm[51] + lm[62]) / 2, 0.8), LIP) > 0.45)  # upper lip
   checks.append(np.abs(_pixel(img, (lm[57] + lm[66]) / 2) - LIP).max() <= 40)  # lower lip
@@ -102,26 +103,26 @@ def test_drawn_features_sit_at_the_landmarks():
   rng = np.random.default_rng(5)
   good, shifted, outside = [], [], []
   for _ in range(20):
-    p, v = _test_identity(rng), fb.sample_view(rng)
-    img, lm, vis = fb.render_face(rng, p, v, flat=True)
+    p, v = _test_identity(rng), fr.sample_view(rng)
+    img, lm, vis = fr.render_face(rng, p, v, flat=True)
     assert np.all(lm >= 0) and np.all(lm <= 128)
     good += _feature_checks(img, lm, vis)
     shifted += _feature_checks(img, lm, vis, shift=(0.0, -3.0))
     for k, out in ((48, -3.0), (54, 3.0)):  # the mouth corner is the end of the lips
       outside.append(_share(_near(img, lm[k] + [out, 0], 1.0), LIP) > 0.1)
     for k in (33, 30, 8):  # nose base, nose tip, chin are on the face, never background
-      assert np.abs(_pixel(img, lm[k]) - fb.FLAT_BACKGROUND).max() > 60
+      assert np.abs(_pixel(img, lm[k]) - fr.FLAT_BACKGROUND).max() > 60
   assert np.mean(good) > 0.98
   assert np.mean(shifted) < 0.6 and np.mean(outside) < 0.05  # the checks can fail
 
 
 def test_self_occluded_points_are_on_the_far_side():
   rng = np.random.default_rng(2)
-  p, v = fb.sample_identity(rng), fb.sample_view(rng)
+  p, v = fr.sample_identity(rng), fr.sample_view(rng)
   v.update(pitch=0.0, roll=0.0)
   hidden = {}
   for yaw in (-40.0, 0.0, 40.0):
-    _, lm, vis = fb.render_face(np.random.default_rng(0), p, dict(v, yaw=yaw))
+    _, lm, vis = fr.render_face(np.random.default_rng(0), p, dict(v, yaw=yaw))
     hidden[yaw] = set(np.flatnonzero(~vis).tolist())
   assert hidden[0.0] == set()
   assert {15, 16} <= hidden[40.0] <= set(range(12, 17)) | {45}  # positive yaw: nose to the right
@@ -149,14 +150,14 @@ def test_real_lr_truth_and_degradation(root):
 
 def test_degradation_parameters_and_variety():
   rng = np.random.default_rng(0)
-  img = fb.render_face(rng, fb.sample_identity(rng), fb.sample_view(rng))[0]
-  params = [fb.degrade_to_real_lr(img, rng, return_params=True)[1] for _ in range(60)]
+  img = fr.render_face(rng, fr.sample_identity(rng), fr.sample_view(rng))[0]
+  params = [fr.degrade_to_real_lr(img, rng, return_params=True)[1] for _ in range(60)]
   assert {q["resize"] for q in params} == {"bilinear", "bicubic", "nearest", "box"}
   for key, lo, hi in (("blur", 0.5, 1.5), ("noise", 2, 8), ("quality", 30, 70), ("gamma", 0.75, 1.35)):
     values = [q[key] for q in params]
     assert lo <= min(values) and max(values) <= hi and max(values) - min(values) > (hi - lo) / 3
-  a = fb.degrade_to_real_lr(img, np.random.default_rng(1))
-  b = fb.degrade_to_real_lr(img, np.random.default_rng(2))
+  a = fr.degrade_to_real_lr(img, np.random.default_rng(1))
+  b = fr.degrade_to_real_lr(img, np.random.default_rng(2))
   assert a.shape == (32, 32, 3) and a.dtype == np.uint8 and not np.array_equal(a, b)
 
 
