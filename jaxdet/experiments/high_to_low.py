@@ -67,7 +67,7 @@ def high_to_low_defaults() -> ml_collections.ConfigDict:
   c = loop_defaults()
   c.experiment = "high_to_low"
   c.train.batch_size = 32          # §4.1
-  c.train.num_steps = 200 * 20_000 // 32   # 200 epochs of the 20,000 AFLW train faces
+  c.train.num_steps = 200 * 35_543 // 32   # 200 epochs of the 35,543 HR faces (§3)
   c.train.eval_every = 10_000
   c.train.checkpoint_every = 2_000
 
@@ -86,6 +86,10 @@ def high_to_low_defaults() -> ml_collections.ConfigDict:
   g.noise_dim = 64                 # z, fc-projected to one 128 x 128 channel (§3.1)
   g.features = 64                  # stem width; doubles per encoder group up to max_features
   g.max_features = 512
+  g.residual = False               # False: G1 makes the whole LR face (§3.1). True: G1's output is
+                                   # added to F(I_HR) (clipped to [-1, 1]), so G1 learns only the
+                                   # degradation -- a deviation for CPU-sized schedules, where a
+                                   # 4 x 4 bottleneck cannot yet reproduce the face (demo)
   c.discriminator = dd = ml_collections.ConfigDict()
   dd.features = 64
   dd.max_features = 512
@@ -98,7 +102,7 @@ def high_to_low_defaults() -> ml_collections.ConfigDict:
 
   adam = dict(name="adam", base_lr=2e-4, base_batch=32, beta1=0.5, beta2=0.9, weight_decay=0.0,
               warmup_steps=0, warmup_factor=1.0, decay_factor=0.5,
-              decay_steps=(80 * 20_000 // 32, 160 * 20_000 // 32))  # §4.1: x0.5 at 80, 160 ep.
+              decay_steps=(80 * 35_543 // 32, 160 * 35_543 // 32))  # §4.1: x0.5 at 80, 160 ep.
   c.optim_G = optim_group(**adam)
   c.optim_D = optim_group(**adam)
 
@@ -193,7 +197,7 @@ class HighToLowExperiment(Experiment):
     if mode == "generate":
       from jaxdet.train import loop
       state = loop.restore_latest(self, workdir, "generate")
-      return self.generate(state.experiment, workdir)
+      return self.generate(state.experiment, workdir, step=int(jax.device_get(state.step)))
     return super().run_mode(mode, workdir)
 
   # ---- data ------------------------------------------------------------------------------------
@@ -259,6 +263,14 @@ class HighToLowExperiment(Experiment):
     return subsample_jnp(hr, factor=self.config.data.hr_size // self.config.data.lr_size,
                          sigma=self.config.loss.subsample_sigma)
 
+  def generator(self, G: NetworkState, params, hr, z, target, *, train: bool):
+    """G1's LR face in [-1, 1] (and G1's new BatchNorm statistics when training); with
+    ``generator.residual``, G1's output is added to ``target`` = F(I_HR)."""
+    out, stats = apply_net(self.G, G, params, hr, z, train=train)
+    if self.config.generator.residual:
+      out = jnp.clip(target + out, -1.0, 1.0)
+    return out, stats
+
   def train_step(self, state, batch, step, rng):
     """A D1 update on the hinge loss (Eq. 2), then a G1 update on Eq. 1 against the new D1."""
     c, l = self.config, self.config.loss
@@ -266,7 +278,7 @@ class HighToLowExperiment(Experiment):
     hr, real = to_pixels(batch["hr"]), to_pixels(batch["real_lr"])
     z = jax.random.normal(rng, (hr.shape[0], c.generator.noise_dim), jnp.float32)
     target = self.target(hr)
-    fake, _ = apply_net(self.G, G, G.params, hr, z, train=True)
+    fake, _ = self.generator(G, G.params, hr, z, target, train=True)
     fake = jax.lax.stop_gradient(fake)
 
     def d_loss_fn(p):
@@ -278,7 +290,7 @@ class HighToLowExperiment(Experiment):
     D_new = D.apply_gradients(self.opt_D, d_grads, step, model_state=d_stats)
 
     def g_loss_fn(p):
-      out, g_stats = apply_net(self.G, G, p, hr, z, train=True)
+      out, g_stats = self.generator(G, p, hr, z, target, train=True)
       logits, _ = apply_net(self.D, D_new, D_new.params, out, train=False)
       l_gan, l_pixel = gan.hinge_g_loss(logits), gan.pixel_l2(out, target)
       return l.alpha * l_gan + l.beta * l_pixel, (g_stats, l_gan, l_pixel)
@@ -298,9 +310,10 @@ class HighToLowExperiment(Experiment):
     hr = to_pixels(hr_uint8)
     z = jax.vmap(lambda k: jax.random.normal(k, (self.config.generator.noise_dim,)))(keys)
     G, D = state["G"], state["D"]
-    out, _ = apply_net(self.G, G, G.params, hr, z, train=False)
+    target = self.target(hr)
+    out, _ = self.generator(G, G.params, hr, z, target, train=False)
     scores, _ = apply_net(self.D, D, D.params, out, train=False)
-    return to_uint8(out), to_uint8(self.target(hr)), scores
+    return to_uint8(out), to_uint8(target), scores
 
   def generate_lr(self, state, hr_uint8: np.ndarray, indices: np.ndarray, tag: int = 0):
     """G1 on host HR faces; the noise of face ``i`` depends only on ``(seed, tag, i)``."""
@@ -312,26 +325,35 @@ class HighToLowExperiment(Experiment):
     size = self.config.data.hr_size
     images = []
     for i in indices:
-      im = source[int(i)].image
-      if im.shape[:2] != (size, size):
-        from PIL import Image
-        im = np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
-      images.append(im)
+      ex = source[int(i)]
+      if ex.image.shape[:2] != (size, size):
+        raise ValueError(f"face {ex.key!r} is {ex.image.shape[1]} x {ex.image.shape[0]} px; G1 "
+                         f"reads {size} x {size} HR faces (config.data.hr_size): give the source "
+                         f"that crop size.")
+      images.append(ex.image)
     return np.stack(images)
 
-  def generate(self, state, workdir: str) -> dict:
-    """Writes the generated-LR datasets of ``config.generate`` (resumable, per shard)."""
+  def generate(self, state, workdir: str, step: int = -1) -> dict:
+    """Writes the generated-LR datasets of ``config.generate`` (resumable, per shard; every
+    process writes its share of the shards). ``step``: the G1 checkpoint, recorded in each
+    split's meta so that a rerun after more training is an error, not a mixed dataset."""
     gen, d = self.config.generate, self.config.data
+    multi = jax.process_count() > 1
+    if multi:
+      from jax.experimental import multihost_utils
     out_dir = gen.output_dir or os.path.join(workdir, "generated")
     scale = d.lr_size / d.hr_size
     summary = {}
     for t, (split, spec) in enumerate(zip(gen.splits, gen.sources)):
       src = self.generate_source(spec)
       n = len(src)
-      generated_faces.write_meta(out_dir, split, {
-          "num_examples": n, "shard_size": int(gen.shard_size), "scheme": src.scheme,
-          "image_size": int(d.lr_size), "hr_size": int(d.hr_size), "source": spec,
-          "seed": int(self.config.seed)})
+      if jax.process_index() == 0:
+        generated_faces.write_meta(out_dir, split, {
+            "num_examples": n, "shard_size": int(gen.shard_size), "scheme": src.scheme,
+            "image_size": int(d.lr_size), "hr_size": int(d.hr_size), "source": spec,
+            "seed": int(self.config.seed), "checkpoint_step": int(step)})
+      if multi:
+        multihost_utils.sync_global_devices(f"generate {split}: meta")
       todo = generated_faces.missing_shards(out_dir, split, n, gen.shard_size)
       todo = [k for k in todo if k % jax.process_count() == jax.process_index()]
       for done, k in enumerate(todo):
@@ -349,6 +371,8 @@ class HighToLowExperiment(Experiment):
             "identity": np.array([e.identity for e in exs], np.int32),
             "key": np.array([e.key for e in exs])})
         print(f"generate {split}: shard {done + 1}/{len(todo)} ({len(idx)} faces)", flush=True)
+      if multi:
+        multihost_utils.sync_global_devices(f"generate {split}: shards")
       if not generated_faces.missing_shards(out_dir, split, n, gen.shard_size):
         if jax.process_index() == 0:
           generated_faces.mark_done(out_dir, split)
