@@ -38,6 +38,9 @@ def _eval(c, sets):
 
 def get_config(arg: str | None = None):
   variants = parse_variants(arg, VARIANTS, config="configs/lr_landmarks.py")
+  if {"demo", "300w"} <= variants:
+    raise ValueError("configs/lr_landmarks.py: ':demo' is the embedded benchmark (19 points), ':300w' the 68-point "
+                     "300W files: pick one.")
   settings = variants & set(SETTINGS)
   if len(settings) > 1:
     raise ValueError(f"configs/lr_landmarks.py: pick one setting, got {sorted(settings)}.")
@@ -66,7 +69,10 @@ def get_config(arg: str | None = None):
   if "tinyface" in variants:
     c.data.unlabelled = ("folder:data/tinyface/Training_Set",)
     c.identify.train = ("folder:data/tinyface/Training_Set",)
-    c.identify.test = ("folder:data/tinyface/Testing_Set/Probe",)
+    # Table 2: each test identity's faces (probe + gallery-match folders, one identity map)
+    # are split half probe, half gallery.
+    c.identify.test = ("folder:data/tinyface/Testing_Set/Gallery_Match"
+                       "+data/tinyface/Testing_Set/Probe",)
   if "demo" in variants:
     c.data.generated_dir = "runs/h2l_demo/generated"
     c.data.train = ("benchmark:hr_train",) if setting in ("s1", "hr_ld") else ("generated:train",)

@@ -15,7 +15,8 @@ spec                   source
 ``aflw:SPLIT``         AFLW-Full 19 points (``data.aflw_mat``, ``data.aflw_images``): train, test
 ``wider:hr|lr``        WIDER FACE train faces (``data.wider_face_root``) with side > ``data.
                        wider_hr_min_size`` (HR, §3) or in ``data.wider_lr_sizes`` (real LR)
-``folder:PATH``        TinyFace-style image folder (unlabelled real LR / identities)
+``folder:PATH``        TinyFace-style image folder (unlabelled real LR / identities);
+                       ``folder:A+B`` pools folders under the first one's identity names
 ``tfds:NAME/SPLIT``    tfds face builders (``the300w_lp``, ``aflw2k3d``; ``data.tfds_data_dir``)
 ``generated:SPLIT``    a generated-LR split written by a high-to-low run (``data.generated_dir``)
 =====================  =========================================================================
@@ -134,7 +135,16 @@ def _one(spec: str, data_cfg, *, size: int, scheme: str):
         os.path.join(root, "wider_face_split", "wider_face_train_bbx_gt.txt"),
         os.path.join(root, "WIDER_train", "images"), min_size=lo, max_size=hi, size=size)
   if kind == "folder":
-    return face_sources.ImageFolderFaceSource(arg, size=size)
+    # 'folder:A+B': several folders with one identity map (the first folder's names), e.g.
+    # TinyFace's Gallery_Match + Probe pooled for the identification protocol.
+    roots = arg.split("+")
+    first = face_sources.ImageFolderFaceSource(roots[0], size=size)
+    if len(roots) == 1:
+      return first
+    rest = [face_sources.ImageFolderFaceSource(r, size=size,
+                                               identity_names=first.identity_names)
+            for r in roots[1:]]
+    return ConcatFaceSource([first] + rest, roots)
   from jaxdet.data import face_tfds
   name, _, split = arg.partition("/")
   return face_tfds.TfdsFaceSource(name, split or "train",

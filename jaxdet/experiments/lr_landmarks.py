@@ -394,12 +394,11 @@ class LRLandmarksExperiment(Experiment):
     metrics, curves = {}, {}
     for name in self.config.data.eval_sets:
       p = self.predictions(state, name)
-      norm = landmark_eval.normalisers(p["landmarks"], p["box"], self.scheme.name,
-                                       self.config.landmarks.normaliser)
-      errors = landmark_eval.nrmse_per_image(p["pred"], p["landmarks"], p["visible"], norm)
-      curves[name] = errors[np.isfinite(errors)]
       res = landmark_eval.landmark_metrics(p["pred"], p["landmarks"], p["visible"], p["box"],
-                                           self.scheme.name, self.config.landmarks.normaliser)
+                                           self.scheme.name, self.config.landmarks.normaliser,
+                                           return_errors=True)
+      errors = res.pop("errors")
+      curves[name] = errors[np.isfinite(errors)]   # the images the metrics count
       metrics.update({f"{name}_{k}": float(v) for k, v in res.items()})
     if jax.process_index() == 0 and curves:
       os.makedirs(workdir, exist_ok=True)
@@ -420,6 +419,7 @@ class LRLandmarksExperiment(Experiment):
     from jaxdet import visualize
     name = self.config.data.eval_sets[0]
     batch = next(iter(self.eval_batches(name)))
+    batch = {k: v[batch["example_valid"]] for k, v in batch.items()}   # no padding
     images = batch["image"][:n]
     pred = self.predict(state, images, self.config.eval.batch_size)
     tiles = []

@@ -55,3 +55,20 @@ def test_bad_specs_name_what_to_set():
     face_factory.face_source("aflw:train", data, size=128)
   with pytest.raises(ValueError, match="at least one"):
     face_factory.face_source((), data, size=32)
+
+
+def test_pooled_folders_share_one_identity_map(tmp_path):
+  from PIL import Image
+  for folder, names in (("gallery", ("7", "12")), ("probe", ("12", "7"))):
+    for name in names:
+      d = tmp_path / folder / name
+      d.mkdir(parents=True)
+      Image.fromarray(np.full((20, 16, 3), int(name), np.uint8)).save(d / "a.png")
+  data = ml_collections.ConfigDict({"crop_margin": 0.25})
+  src = face_factory.face_source(f"folder:{tmp_path}/gallery+{tmp_path}/probe", data, size=8)
+  ids = [src[i].identity for i in range(len(src))]
+  colour = [int(src[i].image[4, 4, 0]) for i in range(len(src))]
+  # The same person has the same identity in both folders (names 7 and 12 -> one map).
+  assert len(src) == 4 and dict(zip(colour, ids)) == {7: ids[colour.index(7)],
+                                                     12: ids[colour.index(12)]}
+  assert len(set(ids)) == 2 and ids.count(ids[0]) == 2
