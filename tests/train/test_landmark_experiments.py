@@ -8,6 +8,10 @@ import jax
 import numpy as np
 import pytest
 
+# The module fixture is built once per worker: keep this module's tests on one worker
+# (pytest-xdist --dist loadgroup, set in pyproject.toml).
+pytestmark = pytest.mark.xdist_group("landmark_stage1")
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 

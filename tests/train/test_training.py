@@ -11,6 +11,10 @@ import jax
 import numpy as np
 import pytest
 
+# The module fixture is built once per worker: keep this module's tests on one worker
+# (pytest-xdist --dist loadgroup, set in pyproject.toml).
+pytestmark = pytest.mark.xdist_group("training_reference_run")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
