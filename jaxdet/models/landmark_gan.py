@@ -310,6 +310,10 @@ class HeatmapUNet(nn.Module):
     num_groups: encoder groups = decoder groups (4 -> 16 residual blocks with 2 per group).
     blocks_per_group: 2.
     batch_norm: BN after every conv but the output conv (True).
+    head_init_std: std of the output conv's normal initialisation (0.001, as the heatmap head of
+      Xiao et al., "Simple Baselines", 2018): the net starts near the all-zero heatmaps instead
+      of He-normal noise of variance ~2 per pixel, which a short schedule spends its first
+      hundreds of steps removing.
     dtype: compute dtype (params float32); the output is float32.
 
   Input channels are free: 3 for G2 (LR or HR image), N + 1 + 3 for D2 (heatmaps ⊕ image).
@@ -321,6 +325,7 @@ class HeatmapUNet(nn.Module):
   num_groups: int = 4
   blocks_per_group: int = 2
   batch_norm: bool = True
+  head_init_std: float = 0.001
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -345,6 +350,7 @@ class HeatmapUNet(nn.Module):
       x = jnp.concatenate([upsample2(x), skips[g]], axis=-1)
       for i in range(self.blocks_per_group):
         x = ResidualBlock(width(g), name=f"dec{j}_block{i}", **unit)(x, train)
-    x = nn.Conv(self.out_channels, (1, 1), kernel_init=KERNEL_INIT, dtype=self.dtype,
+    x = nn.Conv(self.out_channels, (1, 1),
+                kernel_init=nn.initializers.normal(self.head_init_std), dtype=self.dtype,
                 param_dtype=jnp.float32, name="conv_out")(x)
     return x.astype(jnp.float32)
