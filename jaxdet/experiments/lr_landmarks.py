@@ -109,9 +109,9 @@ def lr_landmarks_defaults() -> ml_collections.ConfigDict:
   d3.spectral_norm = True
 
   c.loss = l = ml_collections.ConfigDict()
-  l.a = 1.0                        # Eq. 13: l_MSE (a > b > c, §3.3)
-  l.b = 0.1                        # Eq. 13: l_kp (s3, s4)
-  l.c = 0.01                       # Eq. 13: l_conf (s4)
+  l.a = 1.0                        # Eq. 13: l_MSE. §3.3: a l_MSE > b l_kp > c l_conf; measured
+  l.b = 0.001                      # Eq. 13: l_kp (s3, s4); l_kp runs ~50-200x l_MSE (demo)
+  l.c = 0.0001                     # Eq. 13: l_conf (s4); l_conf ~ 1
   l.lambda_k = 0.001               # Eq. 8 (BEGAN's λ_k)
   l.gamma = 0.5                    # Eq. 8 (BEGAN's diversity ratio γ)
   l.k0 = 0.0                       # k_0
@@ -333,8 +333,10 @@ class LRLandmarksExperiment(Experiment):
       rec = d3_fake = None
       if self.use_d2:
         D2 = new["D2"]
+        # D2 normalises with batch statistics here as in its own step (its running averages
+        # lag behind early on); the statistics of this pass are discarded.
         rec, _ = apply_net(self.D2, D2, D2.params, jnp.concatenate([pred, image], -1),
-                           train=False)
+                           train=True)
       if self.use_d3:
         D3 = new["D3"]
         d3_fake, _ = apply_net(self.D3, D3, D3.params, jnp.concatenate(

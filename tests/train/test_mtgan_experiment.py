@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-# The module fixture is built once per worker: keep this module's tests on one worker
-# (pytest-xdist --dist loadgroup, set in pyproject.toml).
+# The costly fixture is session-scoped (kept when the worker runs other modules in between)
+# and the module's tests stay on one xdist worker (--dist loadgroup, pyproject.toml): built once.
 pytestmark = pytest.mark.xdist_group("mtgan_baseline")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,7 +21,7 @@ def _env():
   return dict(os.environ, JAX_PLATFORMS="cpu")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def baseline(tmp_path_factory):
   """A finished 8-step tiny RetinaNet run (the MTGAN baseline)."""
   root = tmp_path_factory.mktemp("mtgan")

@@ -11,8 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-# The module fixture is built once per worker: keep this module's tests on one worker
-# (pytest-xdist --dist loadgroup, set in pyproject.toml).
+# The costly fixture is session-scoped (kept when the worker runs other modules in between)
+# and the module's tests stay on one xdist worker (--dist loadgroup, pyproject.toml): built once.
 pytestmark = pytest.mark.xdist_group("training_reference_run")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,7 +21,7 @@ sys.path.insert(0, HERE)
 import tiny  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("bench") / "b")
   tiny.tiny_config(root)  # builds the small benchmark once
@@ -98,7 +98,7 @@ def _main(workdir, data_root, *extra):
   return cmd
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference_run(tmp_path_factory, data_root):
   """An uninterrupted 8-step CLI run (checkpoints every 2 steps, final evaluation)."""
   workdir = str(tmp_path_factory.mktemp("ref") / "run")
