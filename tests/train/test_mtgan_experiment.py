@@ -8,9 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-# The costly fixture is session-scoped (kept when the worker runs other modules in between)
-# and the module's tests stay on one xdist worker (--dist loadgroup, pyproject.toml): built once.
-pytestmark = pytest.mark.xdist_group("mtgan_baseline")
+# The costly fixture is session-scoped; pytest-xdist runs each file on one worker
+# (--dist loadfile, pyproject.toml), so it is built once.
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
