@@ -17,7 +17,9 @@ Because variable names never collide across collections, one file serves every
 norm kind: with 'frozen_bn' all four norm arrays live in 'batch_stats'; with
 'batch_norm' scale/bias are in 'params' and mean/var in 'batch_stats'.
 
-Converting torchvision (not done here, no download possible): conv1 ->
+Converting torchvision: ``python -m jaxdet.tools.convert_weights SRC.pth --arch
+resnet50 --out weights/resnet50_imagenet.npz`` (``jaxdet/tools/convert_weights.py``;
+reads .pth without torch, or .safetensors; also VGG-16 for SSD).  Mapping: conv1 ->
 stem/conv, bn1 -> stem/norm, layer{s}.{b} -> stage{s}/block{b}, conv{i}/bn{i} ->
 conv{i}/norm{i}, downsample.0/1 -> downsample_conv/downsample_norm; conv weights
 OIHW -> HWIO (``w.transpose(2, 3, 1, 0)``); bn weight/bias/running_mean/

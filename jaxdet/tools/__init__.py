@@ -1,0 +1,1 @@
+"""Command-line tools (weight conversion) that need no accelerator and no torch."""
