@@ -1,13 +1,16 @@
-"""jaxdet entry point: ``python -m jaxdet.main --config=configs/demo.py --workdir=DIR``.
+"""jaxdet entry point: ``python -m jaxdet.main --config=demo --workdir=DIR``.
 
 Modes are the experiment's (``Experiment.modes()``): every experiment has ``train`` (trains
 with periodic evaluation; rerunning resumes) and ``eval`` (evaluates the latest checkpoint of
 --workdir); detectors add ``predict`` (a folder of images -> COCO-style JSON + images with
 boxes drawn) and ``robustness`` (AP50 under the AP-loss paper's corruptions, Table 3).
 
-Config files take variants (``--config=configs/x.py:variant``) and overrides
-(``--config.train.num_steps=100``). For multi-host jobs pass
-``--multihost`` (TPU pods and SLURM/GPU clusters are detected by
+``--config`` is a config file (``--config=configs/demo.py``) or, from any directory, the name
+of a config shipped with the package (``--config=demo``; ``--list_configs`` lists them; see
+``jaxdet.configs_by_name``). Configs take variants (``--config=demo:quick``,
+``--config=configs/x.py:variant``) and overrides (``--config.train.num_steps=100``).
+
+For multi-host jobs pass ``--multihost`` (TPU pods and SLURM/GPU clusters are detected by
 ``jax.distributed.initialize``) or --coordinator_address/--num_processes/--process_id.
 
 Exit codes: 0 done; 2 a config or mode the experiment cannot run (the message names the key);
@@ -33,10 +36,18 @@ _MULTIHOST = flags.DEFINE_bool("multihost", False,
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_LIST_CONFIGS = flags.DEFINE_bool("list_configs", False,
+                                  "Print the config names --config accepts and exit.")
 
 
 def main(argv):
   del argv
+  if _LIST_CONFIGS.value:
+    from jaxdet import configs_by_name
+    print(f"Configs in {configs_by_name.configs_dir()} (--config=NAME[:variant,...]):")
+    for name, doc in configs_by_name.describe():
+      print(f"  {name:24s} {doc}")
+    return
   import jax
   if _COORD.value or _MULTIHOST.value:
     kwargs = {}
@@ -50,9 +61,11 @@ def main(argv):
   from jaxdet.train.preemption import PREEMPTED_EXIT_CODE, Preempted
   config = _CONFIG.value
   if config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
+    raise app.UsageError("--config is required, e.g. --config=demo (--list_configs lists the "
+                         "names) or --config=configs/demo.py")
+  config_file = flags.FLAGS[_CONFIG.name].config_filename.split(":", 1)[0]  # minus :variants
   workdir = _WORKDIR.value or os.path.join(
-      "workdirs", os.path.splitext(os.path.basename(_CONFIG.config_filename))[0])
+      "workdirs", os.path.splitext(os.path.basename(config_file))[0])
   try:
     run(config, workdir, _MODE.value)
   except ConfigError as e:
@@ -63,24 +76,51 @@ def main(argv):
     sys.exit(PREEMPTED_EXIT_CODE)
 
 
+def _config_args(argv):
+  """Indices in ``argv`` of the values of ``--config=V`` / ``--config V`` (``-config`` too)."""
+  out = []
+  for k, arg in enumerate(argv[1:], start=1):
+    for prefix in ("--config=", "-config="):
+      if arg.startswith(prefix):
+        out.append((k, prefix))
+    if arg in ("--config", "-config") and k + 1 < len(argv):
+      out.append((k + 1, ""))
+  return out
+
+
+def _resolve_config_names(argv) -> list:
+  """``argv`` with a config name in ``--config`` (``demo:quick``) replaced by the packaged
+  file (``.../jaxdet/configs/demo.py:quick``); paths are left as they are."""
+  from jaxdet import configs_by_name
+  argv = list(argv)
+  for k, prefix in _config_args(argv):
+    value = argv[k][len(prefix):]
+    try:
+      argv[k] = prefix + configs_by_name.resolve(value)
+    except (configs_by_name.UnknownConfigError, FileNotFoundError) as e:
+      raise app.UsageError(str(e)) from None
+    path = value.split(":", 1)[0]
+    if argv[k] == prefix + value and path and not os.path.exists(path):
+      # e.g. configs/demo.py run outside the repository: point at the packaged config.
+      name = os.path.splitext(os.path.basename(path))[0]
+      hint = " --list_configs lists the config names."
+      if name in configs_by_name.names():
+        hint = f" A config named {name!r} ships with jaxdet: --config={name}{value[len(path):]}"
+      raise app.UsageError(f"--config={value!r}: no such file (relative to {os.getcwd()}).{hint}")
+  return argv
+
+
 def _load_config_file(argv):
   """The config that ``--config=FILE[:ARG]`` names, loaded as absl will load it (or None)."""
-  spec = None
-  for k, arg in enumerate(argv[1:], start=1):
-    if arg.startswith("--config="):
-      spec = arg[len("--config="):]
-    elif arg == "--config" and k + 1 < len(argv):
-      spec = argv[k + 1]
-  if not spec:
+  args = _config_args(argv)
+  if not args:
     return None
-  path, _, config_arg = spec.partition(":")
-  if not os.path.isfile(path):
+  k, prefix = args[-1]
+  spec = argv[k][len(prefix):]
+  if not os.path.isfile(spec.split(":", 1)[0]):
     return None  # absl reports the missing file
-  import importlib.util
-  module_spec = importlib.util.spec_from_file_location("_jaxdet_cli_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(config_arg) if config_arg else module.get_config()
+  from jaxdet import configs_by_name
+  return configs_by_name.load(spec)
 
 
 def _check_overrides(argv) -> None:
@@ -118,6 +158,7 @@ def _check_overrides(argv) -> None:
 
 def _parse_flags(argv):
   try:
+    argv = _resolve_config_names(argv)
     _check_overrides(argv)
   except app.UsageError as e:
     print(f"jaxdet: {e}", file=sys.stderr)
