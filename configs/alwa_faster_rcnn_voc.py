@@ -8,7 +8,8 @@ Variants: box-head loss ':l1' (default) | ':smooth_l1' | ':ciou' (| ':giou' | ':
 ':baseline' (1:1) | ':alwa1' | ':alwa2' (default); ':demo' the same grid on the embedded
 benchmark (CPU-sized Faster R-CNN of configs/faster_rcnn_coco.py:demo).
 Data: VOC as COCO JSON (data/voc/annotations/voc12_trainval.json, voc07_test.json, images in
-data/voc/images), as configs/alwa_voc.py.
+data/voc/images), as configs/alwa_voc.py; ':tfds' reads TFDS voc/2012 train+validation -> voc/2007
+test instead.
 """
 from jaxdet.experiments.alwa_recipes import VARIANTS as GRID, apply_alwa_grid, paper_schedule
 from jaxdet.experiments.defaults import parse_variants, sibling_config, use_coco_json
@@ -17,7 +18,10 @@ FILE = "configs/alwa_faster_rcnn_voc.py"
 
 
 def get_config(arg: str | None = None):
-  variants = parse_variants(arg, GRID + ("demo",), config=FILE)
+  variants = parse_variants(arg, GRID + ("demo", "tfds"), config=FILE)
+  if {"demo", "tfds"} <= variants:
+    raise ValueError(f"{FILE}: got {arg!r}; ':demo' (embedded benchmark) and ':tfds' (TFDS VOC) "
+                     "name different data, use one of them.")
   c = sibling_config(__file__, "faster_rcnn_coco").get_config("demo" if "demo" in variants else "")
   if "demo" not in variants:
     use_coco_json(c.data, train_json="data/voc/annotations/voc12_trainval.json",
@@ -26,6 +30,8 @@ def get_config(arg: str | None = None):
     c.data.image_size = (1024, 1024)
     c.data.short_side, c.data.max_side = 600, 1000
     paper_schedule(c, images_per_epoch=11_540)   # VOC12 trainval
+    if "tfds" in variants:
+      sibling_config(__file__, "retinanet_voc").use_voc_tfds(c.data, trainval=("voc/2012",))
   c.eval.voc_metrics = True
   apply_alwa_grid(c, variants, config_file=FILE)
   return c

@@ -8,7 +8,8 @@ area) is reported next to the COCO metrics.
     python -m jaxdet.main --config=configs/alwa_voc.py:ciou,alwa2 --workdir=runs/alwa_voc_ciou
 Variants (comma-separated): regression loss ':l1' | ':smooth_l1' (default) | ':ciou' | ':giou' | ':diou';
 weighting ':alwa2' (default) | ':alwa1' | ':baseline' (fixed 1:1); ':raw' records unweighted losses;
-':demo' runs the same recipe on the embedded benchmark (CPU-sized, see configs/demo.py).
+':demo' runs the same recipe on the embedded benchmark (CPU-sized, see configs/demo.py);
+':tfds' reads TFDS voc/2012 train+validation -> voc/2007 test (configs/retinanet_voc.py).
 """
 from jaxdet.experiments.defaults import detector_defaults, sibling_config, parse_variants, use_coco_json
 
@@ -17,10 +18,13 @@ REG_LOSSES = ("l1", "smooth_l1", "ciou", "giou", "diou")
 
 def get_config(arg: str | None = None):
   variants = parse_variants(arg)
-  unknown = variants - set(REG_LOSSES) - {"alwa1", "alwa2", "baseline", "raw", "demo"}
+  unknown = variants - set(REG_LOSSES) - {"alwa1", "alwa2", "baseline", "raw", "demo", "tfds"}
   if unknown:
     raise ValueError(f"configs/alwa_voc.py: unknown variant(s) {sorted(unknown)}; valid: "
-                     f"{', '.join(REG_LOSSES)}, alwa1, alwa2, baseline, raw, demo.")
+                     f"{', '.join(REG_LOSSES)}, alwa1, alwa2, baseline, raw, demo, tfds.")
+  if {"demo", "tfds"} <= variants:
+    raise ValueError(f"configs/alwa_voc.py: got {arg!r}; ':demo' (embedded benchmark) and ':tfds' "
+                     "(TFDS VOC) name different data, use one of them.")
   if "demo" in variants:
     c = sibling_config(__file__, "demo").get_config("")
   else:
@@ -39,6 +43,8 @@ def get_config(arg: str | None = None):
     c.optim.decay_steps = (8 * steps_per_epoch, 11 * steps_per_epoch)
     c.train.batch_size, c.train.num_steps = 16, 12 * steps_per_epoch
     c.train.eval_every = 4 * steps_per_epoch
+    if "tfds" in variants:   # VOC12 trainval (voc/2012 train + validation) -> VOC07 test
+      sibling_config(__file__, "retinanet_voc").use_voc_tfds(c.data, trainval=("voc/2012",))
   reg = [v for v in variants if v in REG_LOSSES]
   c.loss.reg = reg[0] if reg else "smooth_l1"
   if c.loss.reg == "smooth_l1":

@@ -5,6 +5,18 @@ TensorFlow needed). ``tensorflow_datasets`` is optional (``pip install jaxdet[tf
 imported when a ``TfdsSource`` is made. ``example_from_tfds`` is the pure feature mapping:
 
 * ``bbox`` normalised ``[ymin, xmin, ymax, xmax]`` -> absolute ``xyxy`` (``x = xmin * W`` ...);
+* voc: TFDS' builder (``tensorflow_datasets/object_detection/voc.py``, ``_get_example_objects``,
+  lines 109-118 in tensorflow-datasets 4.9.10, builder version 5.0.0) stores the XML ``bndbox``
+  (``xmin = float(bndbox.find("xmin").text)`` ...) as ``tfds.features.BBox(ymin / height,
+  xmin / width, ymax / height, xmax / width)``: the 1-based *inclusive* pixel indices divided by
+  the image size, nothing subtracted. Scaled back they are ``[xmin, ymin, xmax, ymax]``, one pixel narrower than
+  the devkit's box (``xmax - xmin + 1`` wide) and shifted by one pixel, so they become jaxdet's
+  continuous box of those pixels, ``x1 = xmin_n * W - 1``, ``y1 = ymin_n * H - 1``,
+  ``x2 = xmax_n * W``, ``y2 = ymax_n * H`` (``jaxdet.evaluation.voc.xyxy_from_voc_pixels``): the
+  box a VOC COCO JSON ``[xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]`` gives through
+  ``CocoJsonSource``, scored with the devkit's IoU by ``evaluate_voc_from_coco`` (to ~1e-4 px: the
+  normalised coordinates are float32). Class names must be ``VOC_CLASSES`` (TFDS' order, the
+  standard one);
 * ``objects/label`` (coco, voc) -> contiguous class; wider_face ``faces`` -> class 0 ``face``
   (faces flagged ``invalid`` are dropped);
 * coco ``objects/is_crowd`` and voc ``objects/is_difficult`` -> ``is_crowd`` (ignored by COCOeval,
@@ -38,6 +50,7 @@ import numpy as np
 
 from jaxdet.data.coco_json import clean_boxes
 from jaxdet.data.records import DetectionExample
+from jaxdet.evaluation.voc import xyxy_from_voc_pixels
 
 COCO_CATEGORY_IDS = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
@@ -45,6 +58,11 @@ COCO_CATEGORY_IDS = (
     56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
     85, 86, 87, 88, 89, 90)
 assert len(COCO_CATEGORY_IDS) == 80
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor")
 
 SUPPORTED = ("coco", "voc", "wider_face")
 TFDS_BOX_TOL = 1e-3  # px: slack of the size / clipping tests for normalised float32 boxes
@@ -109,7 +127,10 @@ def example_from_tfds(features: dict, dataset_name: str, *, index: int | None = 
     valid = np.ones((n,), bool)
   if not (len(labels) == len(crowd) == len(valid) == n):
     raise ValueError(f"{dataset_name} record {index} ({filename}): object fields have different lengths")
-  boxes = np.stack([bbox[:, 1] * w, bbox[:, 0] * h, bbox[:, 3] * w, bbox[:, 2] * h], axis=1)
+  b = bbox.astype(np.float64)
+  boxes = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
+  if family == "voc":  # 1-based inclusive pixel indices -> continuous box (module docstring)
+    boxes = xyxy_from_voc_pixels(boxes)
   if counts is not None:
     counts["boxes_dropped_invalid"] = counts.get("boxes_dropped_invalid", 0) + int((~valid).sum())
   if min_box_size is not None:
@@ -189,11 +210,17 @@ class TfdsSource:
     except NotImplementedError as e:
       raise ValueError(f"TFDS dataset '{name}' is prepared, but not as ArrayRecord (needed for random "
                        f"access). Rebuild it with: {prepare}") from e
+    except (ValueError, KeyError) as e:  # unknown split / bad slice
+      raise ValueError(f"TFDS dataset '{name}' cannot read split '{split}': {e}") from e
     if self.family == "wider_face":
       self.class_names = ["face"]
     else:
       self.class_names = list(builder.info.features["objects"]["label"].names)
     self.num_classes = len(self.class_names)
+    if self.family == "voc" and tuple(self.class_names) != VOC_CLASSES:
+      raise ValueError(f"TFDS dataset '{name}' in '{data_dir or 'the default TFDS data_dir'}' has "
+                       f"the classes {self.class_names}, not the 20 VOC classes in the standard "
+                       f"order {list(VOC_CLASSES)}; rebuild it with: {prepare}")
     if self.family == "coco":
       if self.num_classes != 80:
         raise ValueError(f"{name}: expected the 80 COCO detection classes, got {self.num_classes}")

@@ -20,6 +20,17 @@ identical to the devkit's single global loop.
 Conventions, chosen for faithfulness to the devkit and documented here:
   * ``pixel_plus_one=True`` (default) measures widths/heights as x2 - x1 + 1, i.e. boxes in
     VOC's inclusive integer pixel coordinates. Pass False for continuous coordinates.
+  * Box frames. The VOC XML ``bndbox`` holds 1-based inclusive pixel indices: the box covers
+    pixels ``xmin..xmax``, ``xmax - xmin + 1`` wide (the devkit's width). jaxdet's sources hand
+    out continuous absolute-pixel ``xyxy`` boxes (``jaxdet.data.records``), for VOC the area of
+    those pixels: ``[xmin - 1, ymin - 1, xmax, ymax]`` (``xyxy_from_voc_pixels``), so
+    ``x2 - x1`` is the devkit width and ``pixel_plus_one=False`` gives the devkit's IoU. Both VOC
+    inputs arrive in this frame: a COCO JSON converted as ``[xmin - 1, ymin - 1, xmax - xmin + 1,
+    ymax - ymin + 1]`` (``CocoJsonSource``: ``x2 = x + w``) and TFDS ``voc/2007`` / ``voc/2012``
+    (``TfdsSource``, which undoes TFDS' ``xmin / width`` normalisation of the 1-based indices and
+    subtracts 1 from the min corner, see ``jaxdet.data.tfds_source``); detections of a model
+    trained on either are in it too, and ``evaluate_voc_from_coco`` (``pixel_plus_one=False``)
+    scores them as the devkit would.
   * The devkit accepts a match when IoU >= threshold (the Python port in py-faster-rcnn
     uses >; the two differ only at an exact tie).
   * The 11 recall thresholds are ``np.arange(0, 1.1, 0.1)`` as in the common Python port.
@@ -53,6 +64,17 @@ def voc_ap(recall, precision, use_07_metric: bool = False) -> float:
   mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope
   change = np.nonzero(mrec[1:] != mrec[:-1])[0]
   return float(np.sum((mrec[change + 1] - mrec[change]) * mpre[change + 1]))
+
+
+def xyxy_from_voc_pixels(boxes) -> np.ndarray:
+  """VOC XML ``[xmin, ymin, xmax, ymax]`` (1-based inclusive pixel indices, float or int
+  ``[..., 4]``) -> jaxdet's continuous ``xyxy`` of the same pixels, ``[xmin - 1, ymin - 1, xmax,
+  ymax]`` (float64): ``x2 - x1 = xmax - xmin + 1``, the devkit's width."""
+  b = np.asarray(boxes, np.float64)
+  if b.shape[-1:] != (4,):
+    raise ValueError(f'xyxy_from_voc_pixels: boxes must have 4 coordinates [xmin, ymin, xmax, '
+                     f'ymax] in the last axis; got shape {b.shape}.')
+  return b - np.array([1.0, 1.0, 0.0, 0.0])
 
 
 def box_iou_matrix(a, b, pixel_plus_one: bool = True) -> np.ndarray:
@@ -263,11 +285,13 @@ def evaluate_voc_from_coco(coco_gt, results, iou_threshold: float = 0.5,
     coco_gt: pycocotools ``COCO`` object (or its ``dataset`` dict).
     results: list of {'image_id', 'category_id', 'bbox': [x, y, w, h], 'score'}.
     iou_threshold, use_07_metric: as in ``evaluate_voc``.
-    pixel_plus_one: boxes are converted [x, y, w, h] -> [x, y, x + w, y + h]. If the COCO
-      json stores VOC boxes as w = xmax - xmin + 1 (inclusive pixels, the usual VOC->COCO
-      conversion), keep False: that reproduces the devkit's +1 IoU exactly. If it stores
-      w = xmax - xmin (or boxes in 0-based inclusive pixels, e.g. TFDS voc, which stores
-      xmin - 1 and xmax - 1), pass True.
+    pixel_plus_one: boxes are converted [x, y, w, h] -> [x, y, x + w, y + h]. Keep False for
+      ground truth in jaxdet's continuous frame (module docstring: ``coco_from_source`` of a
+      ``CocoJsonSource`` whose JSON stores w = xmax - xmin + 1, or of a ``TfdsSource`` of
+      ``voc/*``): that reproduces the devkit's +1 IoU exactly. Pass True only for a JSON that
+      stores w = xmax - xmin (inclusive pixel corners, e.g. mmdetection's
+      ``tools/dataset_converters/pascal_voc.py``: x = xmin - 1, w = xmax - xmin), with
+      detections in that same frame.
     image_ids: optional subset of image ids to evaluate (like COCOeval ``params.imgIds``):
       GTs of other images are left out and results on other images are dropped. Default:
       every image of coco_gt (images without results count as all-missed).

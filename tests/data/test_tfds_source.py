@@ -1,7 +1,8 @@
 """Tests of jaxdet.data.tfds_source: the pure TFDS feature mapping and the error paths.
 
-tensorflow_datasets is not installed in the test environment; the missing-package error is tested
-with the import blocked, the not-prepared error and the source with a stand-in module.
+These tests do not need tensorflow_datasets: the missing-package error is tested with the import
+blocked, the not-prepared error and the source with a stand-in module. VOC read through the real
+TFDS builder: tests/data/test_voc_tfds.py.
 """
 import io
 import sys
@@ -43,7 +44,9 @@ def test_voc_mapping_difficult_grayscale_and_index_id():
                          "is_difficult": np.array([True]), "is_truncated": np.array([False])}}
     ex = example_from_tfds(feats, "voc/2012", index=42)
     assert ex.image.shape == (10, 20, 3) and ex.image_id == 42
-    np.testing.assert_allclose(ex.boxes, [[4, 1, 18, 5]], rtol=1e-6)
+    # TFDS voc stores the XML's 1-based inclusive pixels / size: (xmin, ymin, xmax, ymax) =
+    # (4, 1, 18, 5) are pixels 4..18 x 1..5, the continuous box [4 - 1, 1 - 1, 18, 5]
+    np.testing.assert_allclose(ex.boxes, [[3, 0, 18, 5]], rtol=1e-6, atol=1e-6)
     assert ex.classes.tolist() == [14] and ex.is_crowd.tolist() == [True]
     # without an index the id is a stable hash of the file name
     a = example_from_tfds(feats, "voc/2012").image_id
