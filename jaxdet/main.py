@@ -3,7 +3,8 @@
 Modes are the experiment's (``Experiment.modes()``): every experiment has ``train`` (trains
 with periodic evaluation; rerunning resumes) and ``eval`` (evaluates the latest checkpoint of
 --workdir); detectors add ``predict`` (a folder of images -> COCO-style JSON + images with
-boxes drawn) and ``robustness`` (AP50 under the AP-loss paper's corruptions, Table 3).
+boxes drawn) and ``robustness`` (VOC07 mAP50 or COCO AP50 under the AP-loss paper's Table 3
+perturbations).
 
 ``--config`` is a config file (``--config=configs/demo.py``) or, from any directory, the name
 of a config shipped with the package (``--config=demo``; ``--list_configs`` lists them; see

@@ -25,6 +25,26 @@ covers too much of the image) among the positions of least overlap.
 All functions are pure numpy, take an ``np.random.Generator`` and return a new uint8
 image of the same shape; the input is never modified. ``CORRUPTIONS`` maps each Table 3
 column name to a function with the common signature ``fn(image, boxes, rng) -> image``.
+
+Gaussian noise, two readings of "zero mean and 0.01 variance ... on each pixel of normalized
+image" (``config.eval.noise_space``, ``NOISE_SPACES``):
+
+  * ``'pixels01'`` (default): ``gaussian_noise`` above, on the image scaled to [0, 1], an
+    image corruption like the patches. The authors' public code feeds the network BGR pixels
+    in [0, 255] minus the channel means (``lib/dataloader/dataloader.py``, ``Normalizer``: no
+    std division), where sigma = 0.1 would be 0.1 grey level and could not cost the 13.5 mAP
+    points of Table 3; on [0, 1] it is 25.5 grey levels, which can.
+  * ``'network_input'``: N(0, 0.01) added to what the network sees, after jaxdet's mean / std
+    normalisation, not clipped or quantised (``network_input_noise``: a batch transform on the
+    resized, padded images, noise only inside each image's ``image_hw``). Since the
+    normalisation is affine per channel, the noisy network input is produced as float pixels
+    ``x + std * 255 * n``, so ``normalize`` of them is ``normalize(x) + n``. With ImageNet's std
+    (about 0.225) this is sigma = 0.0225 on [0, 1], about 4.5x weaker than 'pixels01'.
+
+The adversarial columns (``ADVERSARIAL``: ``adv_patch``, ``deepfool``) need the detector's
+gradients and live in ``jaxdet.evaluation.adversarial``; ``patch_mask`` gives the adversarial
+patch the geometry of the patches here. ``ROBUSTNESS_COLUMNS`` lists every name
+``config.eval.robustness`` accepts (``check_robustness_names``).
 """
 
 import numpy as np
@@ -184,6 +204,84 @@ CORRUPTIONS = {
     'flipped_patch': flipped_patch,
     'gaussian_noise': _gaussian_noise_entry,
 }
+
+
+def patch_mask(boxes, height: int, width: int, shape=None) -> np.ndarray:
+  """Boolean mask of the union of the centre patches of ``boxes`` (the ``patch_region`` of
+  each box in an image of ``height x width``), as an array of ``shape`` (default
+  ``(height, width)``; a larger shape, e.g. a padded batch frame, stays False outside)."""
+  boxes = _check_boxes(boxes, 'patch_mask')
+  shape = (int(height), int(width)) if shape is None else tuple(int(s) for s in shape)
+  if shape[0] < height or shape[1] < width:
+    raise ValueError(f'patch_mask: shape {shape} is smaller than the image ({height}, {width}).')
+  mask = np.zeros(shape, bool)
+  for box in boxes:
+    region = patch_region(box, int(height), int(width))
+    if region is not None:
+      y0, y1, x0, x1 = region
+      mask[y0:y1, x0:x1] = True
+  return mask
+
+
+NOISE_SPACES = ('pixels01', 'network_input')
+
+
+def network_input_noise(images, image_hw, pixel_std, rngs, variance: float = 0.01):
+  """The 'network_input' reading of the Gaussian-noise column on a batch.
+
+  Args:
+    images: uint8 ``[B, H, W, C]`` resized, zero-padded images (the loader's batch).
+    image_hw: int ``[B, 2]``, the valid (unpadded) size of each image.
+    pixel_std: the per-channel std of the network's normalisation on [0, 1]
+      (``config.data.pixel_std``); ``normalize(x) = (x - 255 mean) / (255 std)``.
+    rngs: one ``np.random.Generator`` per image (None: the image is left clean, e.g. padding).
+    variance: of the noise in network-input units (AP-loss: 0.01).
+  Returns:
+    float32 ``[B, H, W, C]`` pixels ``x + 255 std n`` with ``n ~ N(0, variance)`` drawn as
+    ``rng.normal(0, sqrt(variance), (h, w, C))`` on the valid ``h x w`` region (0 on padding),
+    so that ``normalize(out) = normalize(x) + n``. Not clipped to [0, 255]: the noise is on
+    what the network sees, not on a stored image.
+  """
+  images = np.asarray(images)
+  if images.dtype != np.uint8 or images.ndim != 4:
+    raise ValueError(f'network_input_noise: images must be uint8 [B, H, W, C]; got dtype '
+                     f'{images.dtype} and shape {images.shape}.')
+  if not float(variance) >= 0.0:
+    raise ValueError(f'network_input_noise: variance must be >= 0; got {variance!r}.')
+  image_hw = np.asarray(image_hw).reshape(-1, 2)
+  if len(rngs) != images.shape[0] or image_hw.shape[0] != images.shape[0]:
+    raise ValueError(f'network_input_noise: need one rng and one image_hw per image; got '
+                     f'{len(rngs)} rngs and {image_hw.shape[0]} sizes for {images.shape[0]} images.')
+  scale = 255.0 * np.asarray(pixel_std, np.float64).reshape(-1)
+  out = images.astype(np.float32)
+  for i, rng in enumerate(rngs):
+    if rng is None:
+      continue
+    _check_rng(rng, 'network_input_noise')
+    h, w = (int(v) for v in image_hw[i])
+    noise = rng.normal(0.0, np.sqrt(float(variance)), size=(h, w, images.shape[3]))
+    out[i, :h, :w] = (out[i, :h, :w] + noise * scale).astype(np.float32)
+  return out
+
+
+ADVERSARIAL = ('adv_patch', 'deepfool')   # jaxdet.evaluation.adversarial (need gradients)
+
+
+def robustness_columns() -> tuple:
+  """Every name ``config.eval.robustness`` accepts: the image corruptions and ``ADVERSARIAL``."""
+  return tuple(CORRUPTIONS) + ADVERSARIAL
+
+
+def check_robustness_names(names) -> None:
+  """ValueError naming ``config.eval.robustness`` if a name is unknown or repeated."""
+  names = list(names)
+  valid = robustness_columns()
+  unknown = [n for n in names if n not in valid]
+  if unknown or not names or len(set(names)) != len(names):
+    what = (f'unknown name(s) {unknown}' if unknown else 'an empty list' if not names
+            else 'repeated names')
+    raise ValueError(f'config.eval.robustness={tuple(names)!r} has {what}; valid names: '
+                     f'{", ".join(valid)}.')
 
 
 def get_corruption(name: str):

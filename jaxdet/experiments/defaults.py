@@ -159,7 +159,27 @@ def detector_defaults() -> ml_collections.ConfigDict:
                                    # '' -> face-height proxy subsets built from the val source
   e.max_images = 0                 # 0 = whole split
   e.log_images = 4                 # val images drawn with their detections after each eval
+  # --mode=robustness (AP-loss Table 3; jaxdet.experiments.detection_modes). Columns: clean,
+  # black_patch, random_patch, flipped_patch, gaussian_noise (image corruptions, cheap: one eval
+  # pass each) and the opt-in gradient attacks adv_patch (Advs-Patch: ~adv_patch_steps forward +
+  # backward passes per batch) and deepfool (up to deepfool_max_iter x (1 forward +
+  # deepfool_num_classes - 1 backward) passes per batch) (jaxdet.evaluation.adversarial).
   e.robustness = ("clean", "black_patch", "random_patch", "flipped_patch", "gaussian_noise")
+  e.robustness_metric = "auto"     # auto: voc07_map50 if the data is VOC (eval.voc_metrics, or
+                                   # data.source='tfds' with a voc/* tfds_name), else coco_ap50 |
+                                   # voc07_map50 (11-point, difficult ignored; Table 3's mAP50 on
+                                   # VOC07 test) | voc_area_map50 | coco_ap50
+  e.noise_space = "pixels01"       # gaussian_noise: pixels01 = N(0, 0.01) on the [0, 1] image,
+                                   # clipped, uint8 (the reading that matches Table 3's drop; the
+                                   # authors' net input is mean-subtracted 0..255 pixels) |
+                                   # network_input = after data.pixel_mean/std normalisation
+  e.adv_patch_steps = 10           # signed-gradient steps of the per-image adversarial patch
+  e.adv_patch_step_size = 0.05     # per step, in [0, 1] pixel units (content clipped to [0, 1])
+  e.adv_patch_objective = "gt_scores"  # gt_scores: lower the GT-class scores of the objects'
+                                   # anchors | loss: raise the training loss (eval size = train size)
+  e.deepfool_max_iter = 50         # DeepFool iterations per image (official code: 50)
+  e.deepfool_overshoot = 0.02      # DeepFool overshoot (paper / official code: 0.02)
+  e.deepfool_num_classes = 10      # candidate labels incl. the clean one (official code: 10)
 
   # ---- predict mode ----------------------------------------------------------
   c.predict = p = ml_collections.ConfigDict()

@@ -116,9 +116,8 @@ class DetectionExperiment(Experiment):
     splits = {"train": self.train_source} if mode == "train" else {}
     splits["val"] = self.val_source
     if mode == "robustness":
-      from jaxdet.data import corruptions
-      for name in c.eval.robustness:
-        corruptions.get_corruption(name)
+      from jaxdet.experiments import detection_modes
+      detection_modes.check_robustness(self)   # names, metric, noise space, attack keys
     if c.data.max_boxes > 0:
       for split, source in splits.items():
         need = report_lib.required_max_boxes(source)
@@ -252,20 +251,25 @@ class DetectionExperiment(Experiment):
       results += found
     return results
 
-  def evaluate(self, state, *, workdir: str, step: int, transform=None, tag: str = "") -> dict:
+  def evaluate(self, state, *, workdir: str, step: int, transform=None, tag: str = "",
+               batches=None, voc_metrics: bool | None = None) -> dict:
     """Metrics of the val split with ``config.eval.protocol`` (COCO AP; ``wider_face`` adds
     easy / medium / hard AP), VOC mAP50 with ``config.eval.voc_metrics``
     (``jaxdet.experiments.detection_eval``); the result file is kept as
-    ``<workdir>/detections<tag>_step<step>.json``."""
+    ``<workdir>/detections<tag>_step<step>.json``. Robustness mode: ``batches`` replaces
+    ``eval_batches(transform=transform)`` (e.g. attacked val batches), ``voc_metrics`` overrides
+    the config's."""
     e = self.config.eval
     protocol = e.get("protocol", "coco")
     detection_eval.check_protocol(protocol)  # before the detector runs over the split
-    results = self.detect(state, self.eval_batches(transform=transform))
+    results = self.detect(state, self.eval_batches(transform=transform) if batches is None
+                          else batches)
     if jax.process_index() != 0:
       return {}
+    voc = bool(e.voc_metrics) if voc_metrics is None else bool(voc_metrics)
     return detection_eval.evaluate_detections(
         self.val_source, results, workdir=workdir, step=step, tag=tag, protocol=protocol,
-        voc_metrics=bool(e.voc_metrics), wider_face_gt_dir=e.get("wider_face_gt_dir", ""))
+        voc_metrics=voc, wider_face_gt_dir=e.get("wider_face_gt_dir", ""))
 
   def eval_images(self, state, *, step: int) -> dict[str, np.ndarray]:
     """The first ``config.eval.log_images`` val images with their detections drawn, as one

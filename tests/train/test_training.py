@@ -200,6 +200,9 @@ def test_robustness_mode_reports_ap50_per_corruption(reference_run, data_root):
   np.testing.assert_allclose(result["AP50"]["clean"], _final_eval(reference_run)["AP50"],
                              atol=1e-9)
   assert all(0.0 <= v <= 1.0 for v in result["AP50"].values())
+  # Not VOC data (config.eval.voc_metrics is off): the reported metric is COCO AP50.
+  assert result["metric"] == "coco_ap50" and result["scores"] == result["AP50"]
+  assert "coco_ap50 = " in out.stdout + out.stderr
 
 
 def test_load_trained_gives_the_detections_of_eval_mode(reference_run, data_root, tmp_path):
