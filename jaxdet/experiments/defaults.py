@@ -123,15 +123,25 @@ def detector_defaults() -> ml_collections.ConfigDict:
 
   # ---- consistent optimization (Kong et al.) ------------------------------
   c.consistent = k = ml_collections.ConfigDict()
-  k.enabled = False
-  k.alpha = 1.0
-  k.positive_iou = 0.6
-  k.negative_iou = 0.5
+  k.enabled = False                # ConRetinaNet + the refined-anchor terms (jaxdet.losses.consistent)
+  k.alpha = 1.0                    # weight of the refined class term(s), Eq. 1 (paper: 1)
+  k.positive_iou = 0.6             # mu_pos of the refined anchors (Table 2)
+  k.negative_iou = 0.5             # mu_neg of the refined anchors (Table 2)
   k.positive_iou_stage3 = 0.7      # third stage (Table 3 caption)
   k.negative_iou_stage3 = 0.6
-  k.variant = "consistent"         # consistent | cascade | gated_cascade
-  k.cls_stages = 2
-  k.reg_stages = 2
+  k.variant = "consistent"         # consistent | cascade | gated_cascade (Fig. 4 (d)/(b)/(c))
+  k.cls_stages = 2                 # classification terms, Table 3 #cls (<= reg_stages + 1)
+  k.reg_stages = 2                 # regression terms, Table 3 #reg
+  k.cls_normalizer = "shared"      # shared: Eq. 1 as written, one N_cls = #positive original
+                                   # anchors for both class terms ("N_cls is the mini-batch size for
+                                   # the classification branch", §4; Eq. 2 by contrast writes two
+                                   # N_reg) | separate: refined term / #refined positives
+                                   # (before this key). Focal loss only; AP/AUC/OHEM self-normalise
+  k.refined_low_quality_matches = True  # False: refined anchors positive only at IoU >= mu_pos (no
+                                   # "GT's best anchor" matches); True: as loss.allow_low_quality
+                                   # (before this key; the paper is silent, §6.3 names only mu_pos/neg)
+  k.inference_stages = 0           # regressions applied at test time; 0: all reg_stages (§6.3
+                                   # "Parameter and Timing"); 1 with reg_stages 2: Table 3 "2 2*"
 
   # ---- ALWA adaptive loss weights ----------------------------------------
   c.alwa = a = ml_collections.ConfigDict()

@@ -65,7 +65,9 @@ class RetinaNetExperiment(DetectionExperiment):
         head_convs=m.head_convs, head_filters=m.head_filters,
         head_norm=m.head_norm or None, prior_prob=m.prior_prob, dtype=DTYPES[m.dtype])
     if k.enabled:
+      from jaxdet.losses.consistent import check_config
       from jaxdet.models.conretinanet import ConRetinaNet
+      check_config(k)  # normaliser / inference_stages fail here, not at the first compile
       return ConRetinaNet(**kwargs, variant=k.variant, cls_stages=k.cls_stages,
                           reg_stages=k.reg_stages)
     return RetinaNet(**kwargs)
@@ -154,10 +156,11 @@ class RetinaNetExperiment(DetectionExperiment):
     outputs = self.model.apply({"params": net.params, **net.model_state},
                                self.normalize(images), train=False)
     logits, deltas, anchors = outputs["cls_logits"], outputs["box_deltas"], self.eval_anchors
-    if self.config.consistent.enabled:  # regression applied twice, scores of the last stage
+    if self.config.consistent.enabled:  # inference_stages regressions, last class stage scores
       from jaxdet.losses import consistent
       anchors, deltas = consistent.refine_for_inference(
-          outputs, self.eval_anchors, tuple(self.config.loss.box_weights))
+          outputs, self.eval_anchors, tuple(self.config.loss.box_weights),
+          reg_stages=consistent.inference_stages(self.config.consistent))
       logits = consistent.inference_logits(outputs)
     if self.config.loss.cls == "ce_ohem":
       # Softmax probabilities of the C foreground classes, written as logits so that

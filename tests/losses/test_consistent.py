@@ -75,17 +75,23 @@ def np_smooth_l1(d, beta):
 
 
 def np_terms(outputs, anchors, gtb, gtc, gtv, lcfg, kcfg):
-  """Reference of consistent_terms for focal + smooth_l1, any stages, per-stage loops."""
+  """Reference of consistent_terms for focal + smooth_l1, any stages, per-stage loops.
+
+  Class terms / N0 (positives of the original anchors, config thresholds) with
+  cls_normalizer='shared', / the stage's own positives with 'separate'."""
   w = tuple(lcfg.box_weights)
   thr = {2: (kcfg.positive_iou, kcfg.negative_iou), 3: (0.7, 0.6)}
   B, A = outputs["box_deltas"].shape[:2]
   cur = np.broadcast_to(anchors, (B, A, 4)).astype(np.float64)
+  n0 = max(sum(int((np_match(cur[b], gtb[b], gtc[b], gtv[b], lcfg.positive_iou, lcfg.negative_iou,
+                              lcfg.allow_low_quality)[0] == 1).sum()) for b in range(B)), 1)
+  refined_lq = lcfg.allow_low_quality and kcfg.refined_low_quality_matches
   cls_total = reg_total = 0.0
   stages = {}
   for s in range(2, max(kcfg.cls_stages, kcfg.reg_stages) + 1):
     prev = outputs["box_deltas" if s == 2 else "box_deltas_refined"]
     cur = np.array([[np_decode(prev[b, i], cur[b, i], w) for i in range(A)] for b in range(B)])
-    matches = [np_match(cur[b], gtb[b], gtc[b], gtv[b], *thr[s], lcfg.allow_low_quality) for b in range(B)]
+    matches = [np_match(cur[b], gtb[b], gtc[b], gtv[b], *thr[s], refined_lq) for b in range(B)]
     npos = max(sum(int((m[0] == 1).sum()) for m in matches), 1)
     stages[s] = (cur.copy(), matches, npos)
     if s <= kcfg.cls_stages:
@@ -98,7 +104,7 @@ def np_terms(outputs, anchors, gtb, gtc, gtv, lcfg, kcfg):
             continue
           for c in range(C):
             tot += np_focal(logits[b, i, c], int(st[i] == 1 and cl[i] == c), lcfg.focal_alpha, lcfg.focal_gamma)
-      cls_total += kcfg.alpha * tot / npos
+      cls_total += kcfg.alpha * tot / (n0 if kcfg.cls_normalizer == "shared" else npos)
     if s <= kcfg.reg_stages:
       pred = outputs["box_deltas_refined" if s == 2 else "box_deltas_refined2"]
       tot = 0.0
@@ -161,17 +167,20 @@ def orig_targets(anchors, gtb, gtc, gtv, lcfg, pos=None, neg=None):
 
 
 # ---------------------------------------------------------------- tests
-@pytest.mark.parametrize("stages,low_quality", [((2, 2), True), ((2, 2), False), ((3, 2), True), ((2, 3), True)])
-def test_labels_targets_and_terms_match_numpy(stages, low_quality):
+@pytest.mark.parametrize("stages,low_quality,normalizer,refined_lq", [
+    ((2, 2), True, "separate", True), ((2, 2), False, "separate", True), ((3, 2), True, "separate", True),
+    ((2, 3), True, "separate", True), ((2, 2), True, "shared", True), ((3, 2), True, "shared", False)])
+def test_labels_targets_and_terms_match_numpy(stages, low_quality, normalizer, refined_lq):
   out, anchors, gtb, gtc, gtv = make_problem()
   lcfg, kcfg = configs(consistent__cls_stages=stages[0], consistent__reg_stages=stages[1],
-                       consistent__alpha=0.7, loss__allow_low_quality=low_quality)
+                       consistent__alpha=0.7, loss__allow_low_quality=low_quality,
+                       consistent__cls_normalizer=normalizer, consistent__refined_low_quality_matches=refined_lq)
   want_cls, want_reg, stages_ref = np_terms(out, anchors, gtb, gtc, gtv, lcfg, kcfg)
   # labels and targets of the stage-2 refined anchors
   a1 = K.refined_anchors(anchors, out["box_deltas"], lcfg.box_weights)
   ref_a1, matches, npos = stages_ref[2]
   np.testing.assert_allclose(a1, ref_a1, rtol=1e-5, atol=1e-4)
-  t = orig_targets(a1, gtb, gtc, gtv, lcfg, kcfg.positive_iou, kcfg.negative_iou)
+  t = K.refined_targets(a1, gtb, gtc, gtv, lcfg, kcfg, C)
   np.testing.assert_array_equal(t.state, np.stack([m[0] for m in matches]))
   np.testing.assert_array_equal(t.classes, np.stack([m[1] for m in matches]))
   assert {0, 1, -1} <= set(np.unique(t.state).tolist())  # the problem exercises every label
@@ -232,17 +241,18 @@ def test_zero_offsets_reduce_to_original_terms(cls, reg):
 def test_stage_counts_and_normalizer():
   out, anchors, gtb, gtc, gtv = make_problem(seed=2)
   lcfg, full_cfg = configs()
-  cls_cfg = configs(consistent__reg_stages=1)[1]
+  separate_cfg = configs(consistent__cls_normalizer="separate")[1]
+  cls_cfg = configs(consistent__reg_stages=1, consistent__cls_normalizer="separate")[1]
   none_cfg = configs(consistent__reg_stages=1, consistent__cls_stages=1)[1]
 
   @jax.jit
   def run(o):
     t0 = orig_targets(anchors, gtb, gtc, gtv, lcfg)
-    terms = [call(o, anchors, gtb, gtc, gtv, lcfg, k, targets=t0) for k in (full_cfg, cls_cfg, none_cfg)]
-    return terms + [call(o, anchors, gtb, gtc, gtv, lcfg, full_cfg, targets=t0, cls_normalizer="original"),
-                    det.num_positives(t0)]
+    terms = [call(o, anchors, gtb, gtc, gtv, lcfg, k, targets=t0) for k in (separate_cfg, cls_cfg, none_cfg)]
+    return terms + [call(o, anchors, gtb, gtc, gtv, lcfg, full_cfg, targets=t0), det.num_positives(t0)]
 
   full, cls_only, none, orig, n0 = run(out)
+  assert full_cfg.cls_normalizer == "shared"  # the default: Eq. 1 with one N_cls
   np.testing.assert_allclose(cls_only["cls_loss_refined"], full["cls_loss_refined"], rtol=1e-6)
   assert float(cls_only["reg_loss_refined"]) == 0.0 and float(full["reg_loss_refined"]) > 0
   assert float(none["cls_loss_refined"]) == 0.0 and float(none["reg_loss_refined"]) == 0.0
@@ -305,8 +315,112 @@ def test_errors():
   kcfg.variant, kcfg.cls_stages, kcfg.reg_stages = "consistent", 3, 1
   with pytest.raises(ValueError, match="cls_stages"):
     call(out, anchors, gtb, gtc, gtv, lcfg, kcfg)
-  kcfg.cls_stages = 2
+  kcfg.cls_stages, kcfg.cls_normalizer = 2, "mean"
   with pytest.raises(ValueError, match="cls_normalizer"):
-    call(out, anchors, gtb, gtc, gtv, lcfg, kcfg, cls_normalizer="mean")
+    call(out, anchors, gtb, gtc, gtv, lcfg, kcfg)
+  with pytest.raises(ValueError, match="cls_normalizer"):
+    K.check_config(kcfg)
+  kcfg.cls_normalizer = "shared"
+  with pytest.raises(ValueError, match="needs targets"):
+    K.consistent_terms(out, anchors, gtb, gtc, gtv, None, lcfg, kcfg, C)
   with pytest.raises(ValueError, match="anchors"):
     K.refined_anchors(anchors[:5], out["box_deltas"], (1, 1, 1, 1))
+
+
+# ---------------------------------------------------------------- hand cases of the fidelity options
+GT = np.array([[[0.0, 0.0, 10.0, 10.0]]], np.float32)   # one image, one GT of class 1
+GT_C, GT_V = np.array([[1]], np.int32), np.array([[True]])
+
+
+def test_eq1_shared_vs_separate_normalizer_hand_case():
+  """Eq. 1: L_cls = (1/N_cls) sum_i [FL(c_i, c*_i) + alpha FL(c_i, c+_i)] with one N_cls = N0
+  ('shared') vs the refined term over its own N1 ('separate'), on a case where N0 = 3 != N1 = 2.
+
+  Original anchors (IoU with the GT; mu 0.5 / 0.4): a0 = GT (1.0, +), a1 [0,0,10,20] (0.5, +),
+  a2 [20,20,30,30] (0, -), a3 [0,0,10,14] (0.71, +)  ->  c* = (+, +, -, +), N0 = 3.
+  Deltas (box_weights 1): a2 moved by (-2, -2, 0, 0) onto the GT, a3 by dx = +3 (30 px away),
+  others 0  ->  refined IoUs 1, 0.5, 1, 0 under mu 0.6 / 0.5  ->  c+ = (+, ignored, +, -), N1 = 2.
+  The GT's best anchor is positive in both sets, so low-quality matching changes nothing here."""
+  anchors = np.array([[0, 0, 10, 10], [0, 0, 10, 20], [20, 20, 30, 30], [0, 0, 10, 14]], np.float32)
+  deltas = np.zeros((1, 4, 4), np.float32)
+  deltas[0, 2] = (-2, -2, 0, 0)
+  deltas[0, 3] = (3, 0, 0, 0)
+  logits = np.random.default_rng(7).normal(scale=2.0, size=(1, 4, C)).astype(np.float32)
+  out = {"cls_logits": logits, "cls_logits_refined": logits, "box_deltas": deltas,
+         "box_deltas_refined": np.zeros_like(deltas)}
+  state_orig, state_ref = (1, 1, 0, 1), (1, -1, 1, 0)   # written by hand from the IoUs above
+
+  def fl_sum(states):
+    return sum(np_focal(logits[0, i, c], int(st == 1 and c == 1), 0.25, 2.0)
+               for i, st in enumerate(states) if st >= 0 for c in range(C))
+
+  alpha = 0.8
+  want = {"shared": (fl_sum(state_orig) + alpha * fl_sum(state_ref)) / 3,   # Eq. 1, N_cls = N0 = 3
+          "separate": fl_sum(state_orig) / 3 + alpha * fl_sum(state_ref) / 2}
+  assert abs(want["shared"] - want["separate"]) > 1e-2 * want["shared"]
+  for normalizer, value in want.items():
+    lcfg, kcfg = configs(loss__box_weights=(1.0, 1.0, 1.0, 1.0), consistent__alpha=alpha,
+                         consistent__cls_normalizer=normalizer)
+
+    @jax.jit
+    def run(o):
+      t0 = orig_targets(anchors, GT, GT_C, GT_V, lcfg)
+      got = call(o, anchors, GT, GT_C, GT_V, lcfg, kcfg, targets=t0)
+      # the experiment's total class loss: original term (its own / N0) + the refined term
+      return t0.state, got, det.classification_loss(lcfg, o["cls_logits"], t0, det.num_positives(t0))
+
+    state0, got, orig_term = run(out)
+    np.testing.assert_array_equal(state0[0], state_orig)
+    np.testing.assert_allclose(got["num_pos_refined"], 2.0)
+    total = orig_term + got["cls_loss_refined"]
+    np.testing.assert_allclose(total, value, rtol=1e-5)
+
+
+def test_refined_low_quality_switch_hand_case():
+  """A GT whose best refined anchor has IoU 0.5 < mu_pos = 0.6: with low-quality matches it is a
+  refined positive (class 1, t+ = encode(GT, a1)), without it is ignored (0.5 in [mu_neg, mu_pos)).
+
+  Anchors: a0 [20,0,30,20] moved by dx = -2 (box_weights 1) to [0,0,10,20] (IoU 0.5),
+  a1 [50,50,60,60] (IoU 0), a2 [0,0,10,40] (IoU 0.25); deltas of a1, a2 zero."""
+  anchors = np.array([[20, 0, 30, 20], [50, 50, 60, 60], [0, 0, 10, 40]], np.float32)
+  deltas = np.zeros((1, 3, 4), np.float32)
+  deltas[0, 0, 0] = -2.0
+  pred = np.array([[[0.1, -0.2, 0.3, 0.05], [1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 0.0, 0.0]]], np.float32)
+  out = {"cls_logits": np.zeros((1, 3, C), np.float32), "box_deltas": deltas, "box_deltas_refined": pred}
+  out["cls_logits_refined"] = out["cls_logits"]
+  a1 = K.refined_anchors(anchors, deltas, (1, 1, 1, 1))
+  np.testing.assert_array_equal(a1[0, 0], [0, 0, 10, 20])
+  t_plus = np.array([0.0, (5 - 10) / 20, 0.0, math.log(10 / 20)])   # encode(GT, [0,0,10,20]) by hand
+  cfgs = {lq: configs(loss__box_weights=(1.0, 1.0, 1.0, 1.0), consistent__refined_low_quality_matches=lq)
+          for lq in (True, False)}
+  off = configs(loss__box_weights=(1.0, 1.0, 1.0, 1.0), loss__allow_low_quality=False)
+  results, off_state = jax.jit(lambda o: (
+      {lq: (K.refined_targets(a1, GT, GT_C, GT_V, *cfgs[lq], C), call(o, anchors, GT, GT_C, GT_V, *cfgs[lq]))
+       for lq in cfgs}, K.refined_targets(a1, GT, GT_C, GT_V, *off, C).state))(out)
+  for low_quality, want_state in ((True, (1, 0, 0)), (False, (-1, 0, 0))):
+    lcfg, kcfg = cfgs[low_quality]
+    assert kcfg.positive_iou == 0.6 and kcfg.negative_iou == 0.5 and lcfg.allow_low_quality
+    t, got = results[low_quality]
+    np.testing.assert_array_equal(t.state[0], want_state)
+    np.testing.assert_array_equal(t.cls_targets[0, 0], [0, 1, 0] if low_quality else [-1, -1, -1])
+    np.testing.assert_allclose(t.box_targets[0, 0], t_plus if low_quality else 0.0, atol=1e-6)
+    np.testing.assert_array_equal(t.box_targets[0, 1:], 0.0)
+    want_reg = (sum(np_smooth_l1(pred[0, 0, k] - t_plus[k], lcfg.smooth_l1_beta) for k in range(4))
+                if low_quality else 0.0)
+    np.testing.assert_allclose(got["reg_loss_refined"], want_reg, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["num_pos_refined"], 1.0)   # 1 positive, or 0 clamped to 1
+  # loss.allow_low_quality=False switches it off for the refined anchors too (the key only narrows)
+  np.testing.assert_array_equal(off_state[0], (-1, 0, 0))
+
+
+def test_inference_stages_key():
+  kcfg = configs()[1]
+  assert kcfg.inference_stages == 0 and K.inference_stages(kcfg) == 2   # default: all trained
+  kcfg.inference_stages = 1
+  assert K.inference_stages(kcfg) == 1
+  kcfg.reg_stages, kcfg.inference_stages = 3, 0
+  assert K.inference_stages(kcfg) == 3
+  for bad in (3, -1):
+    kcfg.reg_stages, kcfg.inference_stages = 2, bad
+    with pytest.raises(ValueError, match="inference_stages"):
+      K.check_config(kcfg)

@@ -1,5 +1,7 @@
 """ConRetinaNet: outputs of every variant / stage count, parameter trees against RetinaNet,
 the unshared stage-2 box conv, gated-cascade wiring, and inference refinement."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -189,3 +191,119 @@ def test_configs():
   for bad, fn in (("500,800", coco), ("cascade,gated_cascade", demo)):
     with pytest.raises(ValueError, match="at most one"):
       fn(bad)
+
+
+# ---------------------------------------------------------------- fidelity options: configs, 2 train steps, inference
+NEW_VARIANTS = {"separate_ncls": {"cls_normalizer": "separate"},
+                "no_lq_refined": {"refined_low_quality_matches": False},
+                "apply1": {"inference_stages": 1}}
+
+
+def test_fidelity_variant_configs():
+  """Each new variant of both configs is valid, sets its key, and leaves the others at the
+  defaults (shared N_cls, low-quality matches as loss.allow_low_quality, all regressions)."""
+  from jaxdet.experiments.defaults import detector_defaults
+  from jaxdet.losses.consistent import check_config
+  from jaxdet.train.config_check import validate
+  base = {"cls_normalizer": "shared", "refined_low_quality_matches": True, "inference_stages": 0}
+  for name in ("conretinanet_coco", "conretinanet_demo"):
+    get = _load_config(name)
+    for variant, keys in [("", {}), *NEW_VARIANTS.items()]:
+      c = get(variant)
+      validate(c, detector_defaults())
+      check_config(c.consistent)
+      assert {k: c.consistent[k] for k in base} == {**base, **keys}, (name, variant)
+      assert not variant or f"':{variant}'" in open(_config_path(name)).read().split('"""')[1], name  # documented
+  c = _load_config("conretinanet_demo")(",".join(NEW_VARIANTS))
+  assert {k: c.consistent[k] for k in base} == {k: v for keys in NEW_VARIANTS.values() for k, v in keys.items()}
+
+
+def _config_path(name):
+  import os
+  return os.path.join(os.path.dirname(__file__), "..", "..", "configs", name + ".py")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+  import os
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "train"))
+  import tiny
+  root = str(tmp_path_factory.mktemp("bench") / "b")
+  tiny.tiny_config(root)
+  return tiny, root
+
+
+def _train_two_steps(tiny_data, consistent_block, **overrides):
+  """The tiny detector of tests/train/tiny.py with ``consistent_block``: numpy-filled parameters
+  (compiling the initializers costs ~10 s on CPU), then 2 jitted ``train_step`` calls."""
+  from jaxdet.experiments import registry
+  from jaxdet.train import sharding as shard_lib
+  from jaxdet.train.state import NetworkState
+
+  tiny, root = tiny_data
+  cfg = tiny.tiny_config(root, **overrides)
+  cfg.consistent = consistent_block
+  exp = registry.build(cfg, shard_lib.make_mesh())
+  shapes = jax.eval_shape(exp.model.init, KEY, jnp.zeros((1, *exp.image_size, 3)))
+  rng = np.random.default_rng(0)
+  v = fill(shapes, rng)
+  p = v["params"]
+  for layer in (p["head"]["cls_logits"], p["head"]["box_deltas"], p["box_deltas_stage2"]):  # RetinaNet init
+    layer["kernel"] = jnp.asarray(rng.normal(scale=0.01, size=layer["kernel"].shape), jnp.float32)
+  p["head"]["cls_logits"]["bias"] = jnp.full_like(p["head"]["cls_logits"]["bias"], -math.log(99))
+  state = {"net": NetworkState.create(params=p, model_state={k: x for k, x in v.items() if k != "params"},
+                                      optimizer=exp.optimizer)}
+  step = jax.jit(exp.train_step)
+  before = np.asarray(v["params"]["box_deltas_stage2"]["kernel"])
+  metrics = []
+  for i in range(2):
+    state, m = step(state, next(exp.train_batches(i)), i, jax.random.PRNGKey(i))
+    metrics.append(jax.tree.map(float, m))
+  assert all(np.isfinite(m["loss"]) and m["cls_loss_refined"] > 0 for m in metrics), metrics
+  assert np.any(np.asarray(state["net"].params["box_deltas_stage2"]["kernel"]) != before)
+  return exp, state["net"]
+
+
+def test_fidelity_variants_train_two_steps(tiny_data):
+  """The consistent block of ':separate_ncls,no_lq_refined,apply1' (all new options at once: one
+  compile instead of three) on the tiny detector: 2 finite steps that move the refined-anchor
+  conv; then the detections are the stage-1 regression applied once by hand (numpy decode of
+  box_deltas on the anchors), not the two regressions applied by default."""
+  block = _load_config("conretinanet_demo")(",".join(NEW_VARIANTS)).consistent
+  exp, net = _train_two_steps(tiny_data, block, **{"eval.score_threshold": 0.0, "eval.max_detections": 30})
+  assert exp.config.consistent.inference_stages == 1 and exp.config.consistent.reg_stages == 2
+  images = np.asarray(next(exp.train_batches(5))["images"][:2])
+  hw = np.full((2, 2), 64.0, np.float32)
+  outputs, dets = jax.jit(lambda net: (
+      exp.model.apply({"params": net.params, **net.model_state}, exp.normalize(images)),
+      exp.predict_fn(net, images, hw)))(net)
+  logits = np.asarray(outputs["cls_logits"], np.float64)
+  d0, d1 = (np.asarray(outputs[k], np.float64) for k in ("box_deltas", "box_deltas_refined"))
+  w = tuple(exp.config.loss.box_weights)
+
+  def decode(d, a):  # Detectron decoding of jaxdet.ops.boxes, by hand
+    aw, ah = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    cx, cy = a[:, 0] + aw / 2 + d[:, 0] / w[0] * aw, a[:, 1] + ah / 2 + d[:, 1] / w[1] * ah
+    bw = np.exp(np.minimum(d[:, 2] / w[2], np.log(1000 / 16))) * aw
+    bh = np.exp(np.minimum(d[:, 3] / w[3], np.log(1000 / 16))) * ah
+    return np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+
+  anchors = np.asarray(exp.eval_anchors, np.float64)
+  once = [np.clip(decode(d0[b], anchors), 0, 64) for b in range(2)]                     # decode(t0, A0)
+  twice = [np.clip(decode(d1[b], decode(d0[b], anchors)), 0, 64) for b in range(2)]    # decode(t1, A1)
+
+  def unmatched(ref):  # fraction of detections with no anchor of the same box, class and score
+    bad = []
+    for b in range(2):
+      scores, n = 1 / (1 + np.exp(-logits[b])), int(dets.num_valid[b])
+      assert n > 0
+      for box, score, cls in zip(np.asarray(dets.boxes[b, :n]), np.asarray(dets.scores[b, :n]),
+                                 np.asarray(dets.classes[b, :n])):
+        bad.append(not np.any((np.abs(ref[b] - box).max(1) < 2e-3) & (np.abs(scores[:, cls] - score) < 1e-5)))
+    return np.mean(bad)
+
+  assert unmatched(once) == 0.0
+  assert unmatched(twice) > 0.5   # the check can fail: two regressions give other boxes
+  # the top detection is the best-scoring (anchor, class) pair of the image
+  np.testing.assert_allclose(dets.scores[:, 0], (1 / (1 + np.exp(-logits))).reshape(2, -1).max(1), rtol=1e-5)
