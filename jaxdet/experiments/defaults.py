@@ -53,6 +53,18 @@ def detector_defaults() -> ml_collections.ConfigDict:
   """Every key of the detector experiments (``experiment='retinanet'``)."""
   c = loop_defaults()
   c.experiment = "retinanet"
+  # Detectors only (the GAN / landmark experiments reject the key: they do not accumulate).
+  c.train.accumulate_steps = 1     # k >= 1: each step's batch_size images run as k micro-batches
+                                   # of batch_size/k inside the one jitted step (lax.scan), grads
+                                   # summed, ONE optimizer update: ~1/k of the activation memory.
+                                   # batch_size must be a multiple of k x data shards. Exact (the
+                                   # big batch's update): RetinaNet's focal + box losses (divided
+                                   # by the whole batch's N_pos), Faster R-CNN's RPN and box-head
+                                   # losses (fixed sample counts; anchors/RoIs sampled with each
+                                   # micro-batch's key). Per micro-batch, then averaged: AP/AUC
+                                   # ranking, OHEM, consistent terms, the mask loss, BatchNorm
+                                   # statistics (EMA updated k times). XLA:CPU runs conv gradients
+                                   # in the loop several times slower (jaxdet.train.accumulate)
 
   # ---- data -------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
@@ -102,6 +114,11 @@ def detector_defaults() -> ml_collections.ConfigDict:
   m.anchor_scales = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
   m.aspect_ratios = (0.5, 1.0, 2.0)
   m.pretrained = ""                # .npz of backbone weights (jaxdet.models.weights)
+  m.remat = "none"                 # backbone rematerialisation (jax.checkpoint) in train steps:
+                                   # none | stages (stem + each stage) | blocks (each residual
+                                   # block) | part indices '3,4' (0 = stem); keeps only the parts'
+                                   # inputs for the backward pass and recomputes the rest (~1 more
+                                   # backbone forward per step); same params, outputs and grads
 
   # ---- losses -----------------------------------------------------------
   c.loss = l = ml_collections.ConfigDict()

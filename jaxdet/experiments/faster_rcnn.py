@@ -41,14 +41,14 @@ from jaxdet.losses import regression as reg_loss
 from jaxdet.losses import weighting as alwa
 from jaxdet.losses.classification import sigmoid_cross_entropy, softmax_cross_entropy
 from jaxdet.models.faster_rcnn import FasterRCNN
-from jaxdet.models.resnet import frozen_param_labels
+from jaxdet.models.resnet import backbone_remat, frozen_param_labels, parse_remat
 from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import boxes as box_ops
 from jaxdet.ops import nms as nms_ops
 from jaxdet.ops import roi_sampling, rpn
 from jaxdet.ops.postprocess import Detections
-from jaxdet.train import optim
-from jaxdet.train.config_check import ConfigError
+from jaxdet.train import accumulate, optim
+from jaxdet.train.config_check import ConfigError, checked
 from jaxdet.train.state import NetworkState
 
 SCALE_CLAMP = math.log(1000.0 / 16)   # detectron2 _DEFAULT_SCALE_CLAMP
@@ -109,6 +109,8 @@ class FasterRCNNExperiment(DetectionExperiment):
       raise ConfigError(f"config.model.design={m.design!r}: use 'fpn' or 'c4'.")
     if c.loss.reg not in reg_loss.REGRESSION_LOSSES:
       raise ConfigError(f"config.loss.reg={c.loss.reg!r}: valid: {reg_loss.REGRESSION_LOSSES}.")
+    checked("config.model.remat", parse_remat, m.remat)
+    accumulate.check_accumulate_steps(c.train.batch_size, c.train.accumulate_steps, mesh)
     self.levels = (2, 6) if m.design == "fpn" else (4, 4)
     scales, ratios = tuple(m.anchor_scales), tuple(m.aspect_ratios)
     self.num_per_loc = anchor_lib.num_anchors_per_location(scales, ratios)
@@ -253,14 +255,12 @@ class FasterRCNNExperiment(DetectionExperiment):
   def train_step(self, state, batch, step, rng):
     c, h = self.config, self.config.roi_head
     net: NetworkState = state["net"]
-    images = self.normalize(batch["images"])
     mutable = ["batch_stats"] if c.model.norm == "batch_norm" else False
     ones = (jnp.float32(1.0), jnp.float32(1.0))
     lam_rpn = alwa.alwa_weights(state["alwa"]) if "alwa" in state else ones
     lam_roi = alwa.alwa_weights(state["alwa_roi"]) if "alwa_roi" in state else ones
-    rpn_key, roi_key = jax.random.split(rng)
 
-    def forward(mdl, images):
+    def forward(mdl, images, batch, rpn_key, roi_key):
       feats = mdl.features(images, train=True)
       objectness, deltas = mdl.rpn(feats)
       rpn_cls, rpn_reg, rpn_fg = self.rpn_losses(objectness, deltas, batch, rpn_key)
@@ -281,22 +281,30 @@ class FasterRCNNExperiment(DetectionExperiment):
               "rpn_fg": rpn_fg, "roi_fg": fg, "proposals": jnp.mean(props.num_valid),
               **self.extra_head_losses(mdl, feats, sampled, batch)}
 
-    def loss_fn(params):
-      variables = {"params": params, **net.model_state}
+    def loss_fn(params, batch, model_state, rng):
+      args = (self.normalize(batch["images"]), batch, *jax.random.split(rng))
+      variables = {"params": params, **model_state}
       if mutable:
-        terms, new_model_state = self.model.apply(variables, images, method=forward,
+        terms, new_model_state = self.model.apply(variables, *args, method=forward,
                                                   mutable=mutable)
       else:
-        terms, new_model_state = self.model.apply(variables, images, method=forward), {}
+        terms, new_model_state = self.model.apply(variables, *args, method=forward), {}
       rpn_w = c.rpn.loss_weight
       total = (lam_rpn[0] * rpn_w * terms["rpn_cls"] + lam_rpn[1] * rpn_w * terms["rpn_reg"]
                + lam_roi[0] * c.loss.cls_weight * terms["cls_loss"]
                + lam_roi[1] * c.loss.reg_weight * terms["reg_loss"]
                + self.extra_loss_total(terms))
-      return total, (terms, new_model_state)
+      return total, (terms, {**model_state, **new_model_state})
 
-    (loss, (terms, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        net.params)
+    # Gradient accumulation (jaxdet.train.accumulate): micro-batch losses and terms averaged.
+    # The RPN loss is divided by the static B x 256 sampled anchors and the box head's by the
+    # sampled RoIs (B x 512 whenever every image fills its samples), so the mean over equal
+    # micro-batches is the big batch's; micro-batch i samples with fold_in(rng, i). The mask
+    # loss (mean over fg RoIs) is averaged per micro-batch.
+    with backbone_remat(c.model.remat):
+      (loss, (terms, new_model_state)), grads = accumulate.value_and_grad_accumulated(
+          loss_fn, net.params, batch, c.train.accumulate_steps, carry=net.model_state, rng=rng,
+          mesh=self.mesh)
     model_state = {**net.model_state, **new_model_state} if mutable else net.model_state
     new_state = {"net": net.apply_gradients(self.optimizer, grads, step, model_state=model_state)}
     kw = dict(statistic=c.alwa.statistic, record=c.alwa.record)

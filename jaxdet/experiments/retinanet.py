@@ -18,11 +18,12 @@ import jax.numpy as jnp
 from jaxdet.experiments.detection import DTYPES, DetectionExperiment
 from jaxdet.losses import detection as det_loss
 from jaxdet.losses import weighting as alwa
-from jaxdet.models.resnet import frozen_param_labels
+from jaxdet.models.resnet import backbone_remat, frozen_param_labels, parse_remat
 from jaxdet.models.retinanet import RetinaNet
 from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import postprocess
-from jaxdet.train import optim
+from jaxdet.train import accumulate, optim
+from jaxdet.train.config_check import checked
 from jaxdet.train.state import NetworkState
 
 
@@ -56,6 +57,10 @@ class RetinaNetExperiment(DetectionExperiment):
   # ---- model -----------------------------------------------------------------
   def _make_model(self):
     m, k = self.config.model, self.config.consistent
+    # Training-memory keys, checked here (at construction) rather than at the first compile.
+    checked("config.model.remat", parse_remat, m.remat)
+    accumulate.check_accumulate_steps(self.config.train.batch_size,
+                                      self.config.train.accumulate_steps, self.mesh)
     # CE + OHEM is a softmax over C + 1 channels with background at 0 (SSD style).
     head_classes = self.num_classes + (1 if self.config.loss.cls == "ce_ohem" else 0)
     kwargs = dict(
@@ -114,17 +119,25 @@ class RetinaNetExperiment(DetectionExperiment):
     return terms
 
   def train_step(self, state, batch, step, rng):
-    del rng  # no stochastic layers; augmentation randomness lives in the loader
     c = self.config
     net: NetworkState = state["net"]
-    images = self.normalize(batch["images"])
     mutable = ["batch_stats"] if c.model.norm == "batch_norm" else False
     alwa_state = state.get("alwa")
     lam_cls, lam_reg = (alwa.alwa_weights(alwa_state) if alwa_state is not None
                         else (jnp.float32(1.0), jnp.float32(1.0)))
+    k = c.train.accumulate_steps
+    # Gradient accumulation (jaxdet.train.accumulate). Focal and box losses are S / N_pos with
+    # S summed over the anchors and N_pos the positives of the WHOLE batch: each micro-batch
+    # returns its S_i (= its loss x its own N_pos) and its positive count, and the sums are
+    # divided by N_pos = max(sum of counts, 1) after the scan, so k micro-batches give the big
+    # batch's loss and gradient. AP/AUC, OHEM and consistent terms normalise (or rank) inside
+    # each micro-batch: their micro-batch losses are averaged.
+    exact = k > 1 and c.loss.cls == "focal" and not c.consistent.enabled
 
-    def loss_fn(params):
-      variables = {"params": params, **net.model_state}
+    def loss_fn(params, batch, model_state, rng):
+      del rng  # no stochastic layers; augmentation randomness lives in the loader
+      images = self.normalize(batch["images"])
+      variables = {"params": params, **model_state}
       if mutable:
         outputs, new_model_state = self.model.apply(variables, images, train=True,
                                                     mutable=mutable)
@@ -135,10 +148,28 @@ class RetinaNetExperiment(DetectionExperiment):
       reg_total = c.loss.reg_weight * (terms["reg_loss"] + terms.get("reg_loss_refined", 0.0))
       total = lam_cls * cls_total + lam_reg * reg_total
       terms = dict(terms, cls_total=cls_total, reg_total=reg_total)
-      return total, (terms, new_model_state)
+      if exact:  # un-normalised sums S_i; num_pos is max(count, 1), the divisor of S_i
+        n = jax.lax.stop_gradient(terms["num_pos"])
+        total = total * n
+        terms = {name: v if name == "num_pos" else v * n for name, v in terms.items()}
+        terms["pos_count"] = jnp.sum(self._targets(batch).state == 1).astype(jnp.float32)
+      return total, (terms, {**model_state, **new_model_state})
 
-    (loss, (terms, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        net.params)
+    def batch_positives(terms):
+      return jnp.maximum(jnp.sum(terms["pos_count"]), 1.0)
+
+    with backbone_remat(c.model.remat):
+      (loss, (terms, new_model_state)), grads = accumulate.value_and_grad_accumulated(
+          loss_fn, net.params, batch, k, carry=net.model_state, rng=rng, mesh=self.mesh,
+          normalizer=batch_positives if exact else None, aux_reduce="stack")
+    if exact:
+      num_pos = batch_positives(terms)
+      terms = {name: jnp.sum(v) / num_pos for name, v in terms.items()
+               if name not in ("num_pos", "pos_count")}
+      terms["num_pos"] = num_pos
+    else:  # k = 1: the values themselves; else the micro-batch mean (num_pos: their sum)
+      terms = {name: jnp.sum(v) if name == "num_pos" else jnp.mean(v)
+               for name, v in terms.items()}
     model_state = {**net.model_state, **new_model_state} if mutable else net.model_state
     new_state = {"net": net.apply_gradients(self.optimizer, grads, step, model_state=model_state)}
     if alwa_state is not None:

@@ -30,3 +30,14 @@ def validate(config: ml_collections.ConfigDict, reference: ml_collections.Config
         raise ConfigError(f"'{path}' must be a group of keys ({', '.join(sorted(ref.keys()))}), "
                           f"got {value!r}.")
       validate(value, ref, path)
+
+
+def checked(key: str, parse, value):
+  """``parse(value)``, with a ValueError turned into a ConfigError that names ``key``
+  (e.g. ``checked('config.model.remat', resnet.parse_remat, config.model.remat)``)."""
+  try:
+    return parse(value)
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f"{key}={value!r}: {e}") from None
