@@ -105,7 +105,11 @@ def _resolve_config_names(argv) -> list:
       # e.g. configs/demo.py run outside the repository: point at the packaged config.
       name = os.path.splitext(os.path.basename(path))[0]
       hint = " --list_configs lists the config names."
-      if name in configs_by_name.names():
+      try:
+        packaged = configs_by_name.names()
+      except FileNotFoundError:   # no packaged configs either: the plain message
+        packaged = []
+      if name in packaged:
         hint = f" A config named {name!r} ships with jaxdet: --config={name}{value[len(path):]}"
       raise app.UsageError(f"--config={value!r}: no such file (relative to {os.getcwd()}).{hint}")
   return argv

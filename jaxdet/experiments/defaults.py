@@ -58,8 +58,10 @@ def detector_defaults() -> ml_collections.ConfigDict:
                                    # of batch_size/k inside the one jitted step (lax.scan), grads
                                    # summed, ONE optimizer update: ~1/k of the activation memory.
                                    # batch_size must be a multiple of k x data shards. Exact (the
-                                   # big batch's update): RetinaNet's focal + box losses (divided
-                                   # by the whole batch's N_pos), Faster R-CNN's RPN and box-head
+                                   # big batch's update): RetinaNet with loss.cls='focal' and no
+                                   # consistent terms (focal + box losses divided by the whole
+                                   # batch's N_pos; otherwise the box loss too is normalised per
+                                   # micro-batch and averaged), Faster R-CNN's RPN and box-head
                                    # losses (fixed sample counts; anchors/RoIs sampled with each
                                    # micro-batch's key). Per micro-batch, then averaged: AP/AUC
                                    # ranking, OHEM, consistent terms, the mask loss, BatchNorm

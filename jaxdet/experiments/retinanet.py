@@ -167,8 +167,8 @@ class RetinaNetExperiment(DetectionExperiment):
       terms = {name: jnp.sum(v) / num_pos for name, v in terms.items()
                if name not in ("num_pos", "pos_count")}
       terms["num_pos"] = num_pos
-    else:  # k = 1: the values themselves; else the micro-batch mean (num_pos: their sum)
-      terms = {name: jnp.sum(v) if name == "num_pos" else jnp.mean(v)
+    else:  # k = 1: the values themselves; else the micro-batch mean (positive counts: their sum)
+      terms = {name: jnp.sum(v) if name.startswith("num_pos") else jnp.mean(v)
                for name, v in terms.items()}
     model_state = {**net.model_state, **new_model_state} if mutable else net.model_state
     new_state = {"net": net.apply_gradients(self.optimizer, grads, step, model_state=model_state)}
