@@ -49,7 +49,7 @@ from jaxdet.ops import roi_sampling, rpn
 from jaxdet.ops.postprocess import Detections
 from jaxdet.train import accumulate, optim
 from jaxdet.train.config_check import ConfigError, checked
-from jaxdet.train.state import NetworkState
+from jaxdet.train.state import NetworkState, init_key
 
 SCALE_CLAMP = math.log(1000.0 / 16)   # detectron2 _DEFAULT_SCALE_CLAMP
 
@@ -162,8 +162,7 @@ class FasterRCNNExperiment(DetectionExperiment):
 
   def init(self, rng):
     c = self.config
-    init_key = jax.random.wrap_key_data(jnp.concatenate([rng, rng]), impl="rbg")
-    variables = self._init_variables(init_key)
+    variables = self._init_variables(init_key(rng))
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
     state = {"net": NetworkState.create(params=params, model_state=model_state,

@@ -38,7 +38,7 @@ from jaxdet.models import landmark_gan
 from jaxdet.ops.subsample import subsample_jnp
 from jaxdet.train import optim
 from jaxdet.train import sharding as shard_lib
-from jaxdet.train.state import NetworkState
+from jaxdet.train.state import NetworkState, init_key
 
 
 def face_data_defaults() -> ml_collections.ConfigDict:
@@ -250,7 +250,7 @@ class HighToLowExperiment(Experiment):
   # ---- state and step ---------------------------------------------------------------------------
   def init(self, rng):
     d, g = self.config.data, self.config.generator
-    kg, kd = jax.random.split(rng)
+    kg, kd = jax.random.split(init_key(rng))
     hr = jnp.zeros((1, d.hr_size, d.hr_size, 3), jnp.float32)
     gp, gs = split_variables(self.G.init(kg, hr, jnp.zeros((1, g.noise_dim)), train=False))
     lr = jnp.zeros((1, d.lr_size, d.lr_size, 3), jnp.float32)

@@ -57,7 +57,7 @@ from jaxdet.ops import heatmaps as hm
 from jaxdet.train import optim
 from jaxdet.train import sharding as shard_lib
 from jaxdet.train.config_check import ConfigError
-from jaxdet.train.state import NetworkState
+from jaxdet.train.state import NetworkState, init_key
 
 SETTINGS = ("s1", "s2", "s3", "s4", "hr_ld")
 
@@ -262,7 +262,7 @@ class LRLandmarksExperiment(Experiment):
   # ---- state and step ---------------------------------------------------------------------------
   def init(self, rng):
     s, k = self.config.landmarks.input_size, self.scheme.num_points + 1
-    kg, k2, k3 = jax.random.split(rng, 3)
+    kg, k2, k3 = jax.random.split(init_key(rng), 3)
     image = jnp.zeros((1, s, s, 3), jnp.float32)
     gp, gs = split_variables(self.G.init(kg, image, train=False))
     state = {"G": NetworkState.create(params=gp, model_state=gs, optimizer=self.opt_G)}

@@ -57,7 +57,7 @@ from jaxdet.models import mtgan as mtgan_models
 from jaxdet.train import optim
 from jaxdet.train import sharding as shard_lib
 from jaxdet.train.config_check import ConfigError
-from jaxdet.train.state import NetworkState
+from jaxdet.train.state import NetworkState, init_key
 
 
 def mtgan_defaults() -> ml_collections.ConfigDict:
@@ -329,7 +329,7 @@ class MTGANExperiment(Experiment):
   # ---- state and steps ------------------------------------------------------------------------
   def init(self, rng):
     m = self.config.mtgan
-    kg, kd = jax.random.split(rng)
+    kg, kd = jax.random.split(init_key(rng))
     lr = jnp.zeros((1, m.hr_size // m.scale, m.hr_size // m.scale, 3), jnp.float32)
     g_vars = self.G.init(kg, lr, train=False)
     d_vars = self.D.init(kd, jnp.zeros((1, m.hr_size, m.hr_size, 3), jnp.float32), train=False)

@@ -24,7 +24,7 @@ from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import postprocess
 from jaxdet.train import accumulate, optim
 from jaxdet.train.config_check import checked
-from jaxdet.train.state import NetworkState
+from jaxdet.train.state import NetworkState, init_key
 
 
 class RetinaNetExperiment(DetectionExperiment):
@@ -81,10 +81,7 @@ class RetinaNetExperiment(DetectionExperiment):
   def init(self, rng):
     c = self.config
     dummy = jnp.zeros((1, *self.image_size, 3), jnp.float32)
-    # The RBG generator compiles the initializers of a deep model ~5x faster on CPU
-    # than threefry; init is replicated, so its sharding behaviour does not matter.
-    init_key = jax.random.wrap_key_data(jnp.concatenate([rng, rng]), impl="rbg")
-    variables = self.model.init(init_key, dummy, train=False)
+    variables = self.model.init(init_key(rng), dummy, train=False)
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
     state = {"net": NetworkState.create(params=params, model_state=model_state,

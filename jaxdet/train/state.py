@@ -24,6 +24,21 @@ import jax.numpy as jnp
 from jaxdet.train.optim import Optimizer
 
 
+def init_key(rng) -> jax.Array:
+  """A typed RBG key for ``Module.init`` from the loop's key ``rng`` (uint32[2] key data).
+
+  XLA:CPU compiles the initializers of a deep network several times faster with the RBG
+  generator than with threefry (an SSD at 32 px: 11 s against 86 s; RetinaNet ~5x); ``init``
+  runs once and replicated, so RBG's sharding behaviour does not matter. ``jax.random.split``
+  it for several networks. ``rng`` may also be a typed key (``jax.random.key``)."""
+  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key_data(rng)
+  data = jnp.ravel(rng).astype(jnp.uint32)
+  if data.shape[0] != 4:       # threefry key data, uint32[2]: RBG takes 4 words
+    data = jnp.concatenate([data, data])
+  return jax.random.wrap_key_data(data, impl="rbg")
+
+
 @flax.struct.dataclass
 class NetworkState:
   params: Any
