@@ -1,11 +1,13 @@
-"""Full RetinaNet train step (forward + loss + backward + SGD) with each classification loss.
+"""Full one-stage train step (forward + loss + backward + SGD) with each classification loss.
 
-Prints compile time and ms per step (median, after compilation) for focal, AP, AUC and
-CE+OHEM losses, and the ratio to the focal step (AP-loss issue: AP step <= 1.25x focal).
-Synthetic images and ground truth (~10 objects per image), ResNet-50-FPN by default.
+Prints compile time, ms per step (median, after compilation) and images/s for focal, AP, AUC
+and CE+OHEM losses, and the ratio to the focal step (AP-loss issue: AP step <= 1.25x focal).
+Synthetic images and ground truth (~10 objects per image); RetinaNet ResNet-50-FPN by default,
+``--detector ssd`` for SSD512 (VGG-16, 7 maps, 24,564 default boxes; ``--size`` must be 512).
 
     python benchmarks/bench_train_step.py --size 512 --batch 8 --classes 20 80
     python benchmarks/bench_train_step.py --depth 18 --width 16 --size 256   # quick CPU check
+    python benchmarks/bench_train_step.py --detector ssd --batch 8 --classes 20
 """
 from __future__ import annotations
 
@@ -43,16 +45,21 @@ def synthetic_batch(batch, size, num_classes, max_boxes=32, seed=0):
 def time_step(cls_loss, args, num_classes):
   from jaxdet.experiments.defaults import detector_defaults
   from jaxdet.experiments.retinanet import RetinaNetExperiment
+  from jaxdet.experiments.ssd import SSDExperiment, ssd_defaults
   from jaxdet.train import loop
   from jaxdet.train import sharding as shard_lib
 
-  c = detector_defaults()
+  ssd = args.detector == "ssd"
+  c = ssd_defaults() if ssd else detector_defaults()
   c.data.image_size = (args.size, args.size)
   c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
+  if ssd:   # SSD's matching, coder and losses are ssd_defaults()'
+    c.ssd.vgg_width = args.vgg_width
   c.loss.cls = cls_loss
   c.train.batch_size = args.batch
   mesh = shard_lib.make_mesh()
-  exp = RetinaNetExperiment(c, mesh, train_source=SyntheticSource(num_classes))
+  exp = (SSDExperiment if ssd else RetinaNetExperiment)(
+      c, mesh, train_source=SyntheticSource(num_classes))
   state = jax.jit(lambda key: loop.LoopState.create(exp.init(key), key))(jax.random.PRNGKey(0))
   batch = shard_lib.to_global(synthetic_batch(args.batch, args.size, num_classes), mesh)
   step = jax.jit(loop.make_step(exp), donate_argnums=0)
@@ -79,9 +86,16 @@ def main():
   p.add_argument("--dtype", default="float32")
   p.add_argument("--runs", type=int, default=3)
   p.add_argument("--losses", nargs="+", default=["focal", "ap", "auc", "ce_ohem"])
+  p.add_argument("--detector", choices=("retinanet", "ssd"), default="retinanet")
+  p.add_argument("--vgg_width", type=float, default=1.0, help="SSD: VGG-16 channel multiplier")
   args = p.parse_args()
   print(f"devices: {jax.devices()}")
-  print(f"RetinaNet R{args.depth} (width {args.width}) {args.size}x{args.size}, batch {args.batch}, {args.dtype}")
+  if args.detector == "ssd":
+    print(f"SSD VGG-16 (width x{args.vgg_width}) {args.size}x{args.size}, batch {args.batch}, "
+          f"{args.dtype}")
+  else:
+    print(f"RetinaNet R{args.depth} (width {args.width}) {args.size}x{args.size}, batch "
+          f"{args.batch}, {args.dtype}")
   for k in args.classes:
     base = None
     for loss in args.losses:
@@ -94,7 +108,7 @@ def main():
         base = ms
       ratio = f"{ms / base:5.2f}x focal" if base else ""
       print(f"  classes={k:3d} {loss:8s} anchors={anchors:6d} compile {compile_s:6.1f} s   "
-            f"step {ms:9.1f} ms  {ratio}", flush=True)
+            f"step {ms:9.1f} ms  {1e3 * args.batch / ms:7.2f} img/s  {ratio}", flush=True)
 
 
 if __name__ == "__main__":

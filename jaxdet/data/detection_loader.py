@@ -15,7 +15,10 @@ from jaxdet.data import instance_masks, transforms
 from jaxdet.data.loader import StepLoader
 from jaxdet.data.records import DetectionExample
 
-_AUG_TAG, _TRANSFORM_TAG = 7002, 7003  # ``example_rng`` tags: flip + jitter; image_transform
+_AUG_TAG, _TRANSFORM_TAG, _SSD_TAG = 7002, 7003, 7005  # ``example_rng`` tags: flip + jitter;
+                                                       # image_transform; SSD augmentation
+                                                       # (7004: detection_modes' noise)
+AUGMENTATIONS = ("standard", "ssd")
 
 
 class DetectionLoader(StepLoader):
@@ -55,11 +58,22 @@ class DetectionLoader(StepLoader):
       frame boxes, the scale jitter shifts them by its crop offset and drops the objects it drops.
       Frame boxes are never clipped (the frame of the mask stays the whole original box, also
       where the object leaves the image), unlike the train ``boxes``. 0: no masks.
+    augment: train-time augmentation. ``'standard'``: the flip and scale jitter above;
+      ``'ssd'``: SSD's pipeline (``jaxdet.data.ssd_augment.ssd_augment``: photometric
+      distortion, zoom-out on a ``fill_mean`` canvas, min-IoU crop, flip, then a resize to
+      exactly ``image_size``, not aspect-preserving); ``hflip`` / ``scale_jitter`` / the resize
+      targets are then unused and ``mask_size`` must be 0.
+    fill_mean: RGB 0..255 of the zoom-out canvas (``config.data.pixel_mean * 255``).
+    augment_options: extra keyword arguments of ``ssd_augment`` (e.g. ``max_ratio``, ``zoom_out``).
+    warp: resize every image to exactly ``image_size`` (SSD's fixed-size input), not
+      aspect-preserving; eval batches then carry ``scale_xy`` (below).
 
   Each batch has: ``images`` uint8 [b,H,W,3]; ``boxes`` float32 [b,G,4] xyxy in output pixels;
   ``classes`` int32 [b,G] (-1 where padded); ``box_valid`` bool [b,G]; ``image_id`` int64 [b]
   (-1 for padding); ``scale`` float32 [b] (output = original * scale, so original boxes are
-  ``boxes / scale`` in eval mode); ``image_hw`` int32 [b,2] (resized, unpadded size);
+  ``boxes / scale`` in eval mode; with ``warp`` the x scale, and ``scale_xy`` float32 [b, 2]
+  holds (x scale, y scale): original boxes are ``boxes / (sx, sy, sx, sy)``); ``image_hw``
+  int32 [b,2] (resized, unpadded size);
   ``orig_hw`` int32 [b,2] (the original image's size, e.g. to paste masks back);
   ``example_valid`` bool [b] (False for eval padding). With ``mask_size = M > 0`` also:
   ``masks`` uint8 [b,G,M,M] (0 / 1 frame masks) and ``mask_boxes`` float32 [b,G,4] (their
@@ -71,7 +85,9 @@ class DetectionLoader(StepLoader):
                seed: int = 0, hflip: bool = True, scale_jitter=None, num_workers: int = 2,
                process_index: int = 0, process_count: int = 1, start_step: int = 0,
                prefetch: int = 2, min_visible: float = 0.5, short_side: int | None = None,
-               max_side: int | None = None, image_transform=None, mask_size: int = 0):
+               max_side: int | None = None, image_transform=None, mask_size: int = 0,
+               augment: str = "standard", fill_mean=(123.675, 116.28, 103.53),
+               augment_options: dict | None = None, warp: bool = False):
     super().__init__(source, batch_size=batch_size, train=train, seed=seed, num_workers=num_workers,
                      process_index=process_index, process_count=process_count,
                      start_step=start_step, prefetch=prefetch)
@@ -88,6 +104,12 @@ class DetectionLoader(StepLoader):
       raise ValueError(f"mask_size must be an int >= 0 (0: no instance masks), got {mask_size!r}")
     if image_transform is not None and not callable(image_transform):
       raise ValueError("image_transform must be None or a callable fn(image, boxes, rng) -> image")
+    if augment not in AUGMENTATIONS:
+      raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    if (augment == "ssd" or warp) and mask_size:
+      raise ValueError("augment='ssd' and warp do not transform instance masks: use mask_size=0")
+    self.augment, self.fill_mean, self.warp = augment, tuple(fill_mean), bool(warp)
+    self.augment_options = dict(augment_options or {})
     self.image_size = (int(image_size[0]), int(image_size[1]))
     self.max_boxes = int(max_boxes)
     self.hflip = bool(hflip)
@@ -138,6 +160,24 @@ class DetectionLoader(StepLoader):
       masks = instance_masks.box_frame_masks(ex.masks, boxes, image.shape[0], image.shape[1],
                                              self.mask_size)
     mask_boxes = boxes  # the frames; follow ``boxes`` until those get clipped
+    if self.train and self.augment == "ssd":
+      from jaxdet.data import ssd_augment
+      aug = ssd_augment.ssd_augment(
+          DetectionExample(image=image, boxes=boxes, classes=classes, image_id=ex.image_id,
+                           is_crowd=ex.is_crowd),
+          self.example_rng(_SSD_TAG, position), size=self.image_size, mean=self.fill_mean,
+          **self.augment_options)
+      return dict(image=aug.image, boxes=aug.boxes, classes=aug.classes, image_id=ex.image_id,
+                  scale=1.0, image_hw=self.image_size, orig_hw=(ex.height, ex.width))
+    if self.warp:  # fixed-size input: x and y scaled separately, nothing padded or clipped
+      from jaxdet.data import ssd_augment
+      h, w = image.shape[:2]
+      if self.train and self.hflip and self.example_rng(_AUG_TAG, position).random() < 0.5:
+        image, boxes = transforms.horizontal_flip(image, boxes)
+      image, boxes, classes = ssd_augment.resize(image, boxes, classes, self.image_size)
+      sx, sy = self.image_size[1] / w, self.image_size[0] / h
+      return dict(image=image, boxes=boxes, classes=classes, image_id=ex.image_id, scale=sx,
+                  scale_xy=(sx, sy), image_hw=self.image_size, orig_hw=(ex.height, ex.width))
     if self.train:
       rng = self.example_rng(_AUG_TAG, position)
       if self.hflip and rng.random() < 0.5:
@@ -191,6 +231,8 @@ class DetectionLoader(StepLoader):
         "orig_hw": np.zeros((b, 2), np.int32),
         "example_valid": np.zeros((b,), bool),
     }
+    if self.warp:
+      batch["scale_xy"] = np.ones((b, 2), np.float32)
     if self.mask_size:
       m = self.mask_size
       batch["masks"] = np.zeros((b, g, m, m), np.uint8)
@@ -208,6 +250,8 @@ class DetectionLoader(StepLoader):
       batch["image_hw"][i] = ex["image_hw"]
       batch["orig_hw"][i] = ex["orig_hw"]
       batch["example_valid"][i] = True
+      if self.warp:
+        batch["scale_xy"][i] = ex.get("scale_xy", (ex["scale"], ex["scale"]))
       if self.mask_size:
         batch["masks"][i, :n] = ex["masks"]
         batch["mask_boxes"][i, :n] = ex["mask_boxes"]

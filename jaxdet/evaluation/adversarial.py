@@ -25,7 +25,7 @@ valid pixel range, then rounded to uint8 and scored like every other column. Obj
 (``config.eval.adv_patch_objective``):
   * ``'gt_scores'`` (default): per image, the mean over the (anchor, class) pairs that are
     positives of the ground truth (``det_loss.anchor_targets`` on the eval anchors with
-    ``config.loss``'s IoU thresholds: the anchors of each object at its class) of
+    ``config.loss``'s matching rule: the anchors of each object at its class) of
     ``sigmoid(logit)``, i.e. the scores of the GT-class detections; the attack lowers it.
   * ``'loss'``: the experiment's own training loss ``experiment.losses`` on the ground truth
     (``cls_weight * cls + reg_weight * reg``, refined-anchor terms included), which the attack
@@ -122,10 +122,11 @@ def gt_score_objective(experiment, net, x_norm, boxes, classes, box_valid):
   pairs (0 for an image without positives) -- what the 'gt_scores' patch attack lowers."""
   from jaxdet.losses import detection as det_loss
   l = experiment.config.loss
-  targets = det_loss.anchor_targets(
+  targets = det_loss.anchor_targets(   # the training matcher, on the eval anchors
       experiment.eval_anchors, boxes, classes, box_valid, num_classes=experiment.num_classes,
       positive_iou=l.positive_iou, negative_iou=l.negative_iou,
-      allow_low_quality=l.allow_low_quality, box_weights=tuple(l.box_weights))
+      allow_low_quality=l.allow_low_quality, box_weights=tuple(l.box_weights),
+      low_quality_rematch=bool(l.get("low_quality_rematch", False)))
   pos = (targets.cls_targets == 1).astype(jnp.float32)   # [B, A, C]: an object's anchors, class
   scores = jax.nn.sigmoid(dense_logits(experiment, net, x_norm))
   return jnp.sum(scores * pos, axis=(1, 2)) / jnp.maximum(jnp.sum(pos, axis=(1, 2)), 1.0)

@@ -2,8 +2,9 @@
 
 Each experiment declares its schema (``Experiment.config_schema()``): every key it
 understands, with its default and a comment. The loop's keys (``experiment``, ``seed``,
-``train.*``) come from ``loop_defaults()``; detectors (RetinaNet family, later Faster R-CNN and
-SSD) extend it with ``detector_defaults()``. Config files in ``configs/`` start from a schema
+``train.*``) come from ``loop_defaults()``; detectors (RetinaNet family, Faster R-CNN, SSD)
+extend it with ``detector_defaults()`` (SSD adds its ``config.ssd`` block,
+``jaxdet.experiments.ssd.ssd_defaults``). Config files in ``configs/`` start from a schema
 and change what their recipe needs; ``jaxdet.train.config_check.validate`` rejects any key the
 named experiment's schema lacks (a typo is an error that suggests the closest key).
 """
@@ -136,7 +137,10 @@ def detector_defaults() -> ml_collections.ConfigDict:
   l.box_weights = (1.0, 1.0, 1.0, 1.0)
   l.positive_iou = 0.5
   l.negative_iou = 0.4
-  l.allow_low_quality = True
+  l.allow_low_quality = True       # each GT's best anchor is positive too (Detectron's low-quality
+                                   # matches; SSD §2.2's first matching step)
+  l.low_quality_rematch = False    # True: such an anchor is assigned to the GT it is best for, even
+                                   # if another GT overlaps it more (SSD; ssd.pytorch match())
   l.cls_weight = 1.0
   l.reg_weight = 1.0
 

@@ -1,6 +1,6 @@
 """What every box detector shares: classes, data, detection, evaluation, predict, robustness.
 
-``DetectionExperiment`` is the base of RetinaNet (and of Faster R-CNN and SSD to come). A
+``DetectionExperiment`` is the base of RetinaNet, SSD, Faster R-CNN and Mask R-CNN. A
 subclass builds its network and implements ``init``, ``train_step`` and
 ``predict_fn(net, images, image_hw) -> Detections`` (padded boxes in resized-image pixels,
 scores, contiguous classes, ``num_valid``, as ``jaxdet.ops.postprocess``); this class turns
@@ -174,6 +174,12 @@ class DetectionExperiment(Experiment):
   def normalize(self, images_uint8):
     return (images_uint8.astype(jnp.float32) - self._mean) / self._std
 
+  def loader_options(self, train: bool) -> dict:
+    """Extra ``DetectionLoader`` arguments of this detector's input recipe (SSD: its
+    augmentation and fixed-size warp); {} for the standard resize + pad."""
+    del train
+    return {}
+
   def train_batches(self, start_step: int):
     d = self.config.data
     return iter(DetectionLoader(
@@ -183,7 +189,7 @@ class DetectionExperiment(Experiment):
         seed=self.config.seed, hflip=d.hflip, scale_jitter=tuple(d.scale_jitter),
         num_workers=d.num_workers, process_index=jax.process_index(),
         process_count=jax.process_count(), start_step=start_step,
-        mask_size=int(d.get("mask_size", 0))))
+        mask_size=int(d.get("mask_size", 0)), **self.loader_options(train=True)))
 
   def eval_batches(self, source=None, batch_size=None, transform=None):
     d = self.config.data
@@ -195,7 +201,8 @@ class DetectionExperiment(Experiment):
         max_side=self.eval_resize[1], max_boxes=self.max_boxes(source), train=False,
         seed=self.config.seed, hflip=False, scale_jitter=(1.0, 1.0),
         num_workers=d.num_workers, process_index=jax.process_index(),
-        process_count=jax.process_count(), image_transform=transform)
+        process_count=jax.process_count(), image_transform=transform,
+        **self.loader_options(train=False))
 
   # ---- weights -------------------------------------------------------------------------------
   def load_pretrained(self, state):
@@ -233,9 +240,12 @@ class DetectionExperiment(Experiment):
                                   self.mesh)
       dets = shard_lib.to_host(self._predict(state["net"], batch["images"], batch["image_hw"]))
       host = shard_lib.to_host({k: local[k] for k in ("image_id", "scale", "example_valid",
-                                                      "orig_hw")})
+                                                      "orig_hw", "scale_xy") if k in local})
       keep = host["example_valid"]
-      boxes = dets.boxes / host["scale"][:, None, None]
+      if "scale_xy" in host:  # warped (fixed-size) input: x and y scaled separately
+        boxes = dets.boxes / np.tile(host["scale_xy"], 2)[:, None, :]
+      else:
+        boxes = dets.boxes / host["scale"][:, None, None]
       found = coco_eval.detections_to_coco(
           host["image_id"][keep], boxes[keep], dets.scores[keep], dets.classes[keep],
           dets.num_valid[keep], category_ids)

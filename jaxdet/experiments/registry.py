@@ -11,6 +11,7 @@ import importlib
 
 EXPERIMENTS = {
     "retinanet": "jaxdet.experiments.retinanet:RetinaNetExperiment",
+    "ssd": "jaxdet.experiments.ssd:SSDExperiment",
     "faster_rcnn": "jaxdet.experiments.faster_rcnn:FasterRCNNExperiment",
     "mask_rcnn": "jaxdet.experiments.mask_rcnn:MaskRCNNExperiment",
     "mtgan": "jaxdet.experiments.mtgan:MTGANExperiment",

@@ -33,18 +33,13 @@ class RetinaNetExperiment(DetectionExperiment):
   def __init__(self, config, mesh, **kwargs):
     super().__init__(config, mesh, **kwargs)
     c = config
-    scales, ratios = tuple(c.model.anchor_scales), tuple(c.model.aspect_ratios)
-    self.num_per_loc = anchor_lib.num_anchors_per_location(scales, ratios)
-
+    self.num_per_loc = self.anchors_per_location()
     # Each image shape gets its own anchors (model weights are size-agnostic).
-    def anchors_for(size):
-      return (anchor_lib.generate_anchors(size, c.model.min_level, c.model.max_level,
-                                          c.model.anchor_size, scales, ratios),
-              anchor_lib.level_slices(size, c.model.min_level, c.model.max_level,
-                                      self.num_per_loc))
-
-    self.anchors, self.level_slices = anchors_for(self.image_size)
-    self.eval_anchors, self.eval_level_slices = anchors_for(self.eval_image_size)
+    self.anchors, self.level_slices = self.anchors_for(self.image_size)
+    self.eval_anchors, self.eval_level_slices = self.anchors_for(self.eval_image_size)
+    # Training-memory keys, checked here (at construction) rather than at the first compile.
+    checked("config.model.remat", parse_remat, c.model.remat)
+    accumulate.check_accumulate_steps(c.train.batch_size, c.train.accumulate_steps, self.mesh)
     self.model = self._make_model()
     abstract = jax.eval_shape(
         functools.partial(self.model.init, train=False), jax.random.PRNGKey(0),
@@ -54,17 +49,28 @@ class RetinaNetExperiment(DetectionExperiment):
     if c.alwa.enabled:
       self.progress_metrics = (*self.progress_metrics, "lambda_cls", "lambda_reg")
 
+  def anchors_per_location(self):
+    """Anchors at each location of a level (the head's K)."""
+    m = self.config.model
+    return anchor_lib.num_anchors_per_location(tuple(m.anchor_scales), tuple(m.aspect_ratios))
+
+  def anchors_for(self, size):
+    """(anchors [A, 4] float32 xyxy, level_slices) of an input of ``size`` (H, W)."""
+    m = self.config.model
+    return (anchor_lib.generate_anchors(size, m.min_level, m.max_level, m.anchor_size,
+                                        tuple(m.anchor_scales), tuple(m.aspect_ratios)),
+            anchor_lib.level_slices(size, m.min_level, m.max_level, self.num_per_loc))
+
+  def head_classes(self) -> int:
+    """Class channels of the head: CE + OHEM is a softmax over C + 1 channels with background
+    at 0 (SSD style); the sigmoid losses have C."""
+    return self.num_classes + (1 if self.config.loss.cls == "ce_ohem" else 0)
+
   # ---- model -----------------------------------------------------------------
   def _make_model(self):
     m, k = self.config.model, self.config.consistent
-    # Training-memory keys, checked here (at construction) rather than at the first compile.
-    checked("config.model.remat", parse_remat, m.remat)
-    accumulate.check_accumulate_steps(self.config.train.batch_size,
-                                      self.config.train.accumulate_steps, self.mesh)
-    # CE + OHEM is a softmax over C + 1 channels with background at 0 (SSD style).
-    head_classes = self.num_classes + (1 if self.config.loss.cls == "ce_ohem" else 0)
     kwargs = dict(
-        num_classes=head_classes, num_anchors=self.num_per_loc, depth=m.depth,
+        num_classes=self.head_classes(), num_anchors=self.num_per_loc, depth=m.depth,
         width=m.width, norm=m.norm, frozen_stages=m.frozen_stages,
         min_level=m.min_level, max_level=m.max_level, fpn_filters=m.fpn_filters,
         head_convs=m.head_convs, head_filters=m.head_filters,
@@ -97,7 +103,7 @@ class RetinaNetExperiment(DetectionExperiment):
         self.anchors if anchors is None else anchors, batch["boxes"], batch["classes"],
         batch["box_valid"], num_classes=self.num_classes, positive_iou=l.positive_iou,
         negative_iou=l.negative_iou, allow_low_quality=l.allow_low_quality,
-        box_weights=tuple(l.box_weights))
+        low_quality_rematch=l.low_quality_rematch, box_weights=tuple(l.box_weights))
 
   def losses(self, outputs, batch):
     """Returns dict of unweighted loss terms (scalars) for one batch."""

@@ -183,9 +183,11 @@ def refined_targets(stage_anchors, gt_boxes, gt_classes, gt_valid, loss_cfg, con
   ``loss_cfg.allow_low_quality`` and ``cons_cfg.refined_low_quality_matches`` are both true."""
   mu_pos, mu_neg = stage_thresholds(cons_cfg, stage)
   low_quality = bool(loss_cfg.allow_low_quality) and bool(cons_cfg.refined_low_quality_matches)
+  rematch = low_quality and bool(loss_cfg.get("low_quality_rematch", False))   # SSD's rule
   return det_loss.anchor_targets(stage_anchors, gt_boxes, gt_classes, gt_valid,
                                  num_classes=num_classes, positive_iou=mu_pos, negative_iou=mu_neg,
-                                 allow_low_quality=low_quality, box_weights=tuple(loss_cfg.box_weights))
+                                 allow_low_quality=low_quality, box_weights=tuple(loss_cfg.box_weights),
+                                 low_quality_rematch=rematch)
 
 
 def consistent_terms(outputs, anchors, gt_boxes, gt_classes, gt_valid,

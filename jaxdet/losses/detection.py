@@ -37,14 +37,17 @@ class AnchorTargets(NamedTuple):
 
 def anchor_targets(anchors, gt_boxes, gt_classes, gt_valid, *, num_classes: int,
                    positive_iou: float, negative_iou: float, allow_low_quality: bool,
-                   box_weights) -> AnchorTargets:
-  """Labels anchors ([A, 4] or [B, A, 4]) against padded ground truth [B, G, ...]."""
+                   box_weights, low_quality_rematch: bool = False) -> AnchorTargets:
+  """Labels anchors ([A, 4] or [B, A, 4]) against padded ground truth [B, G, ...] with
+  :func:`jaxdet.ops.matching.match_anchors` (``low_quality_rematch``: a GT's best anchor is
+  assigned to that GT even when another GT overlaps it more, SSD's first matching step)."""
   anchors = jnp.asarray(anchors)
 
   def one(a, b, c, v):
     m = matching.match_anchors(a, b, c, v, positive_iou=positive_iou,
                                negative_iou=negative_iou,
-                               allow_low_quality=allow_low_quality)
+                               allow_low_quality=allow_low_quality,
+                               low_quality_rematch=low_quality_rematch)
     return AnchorTargets(matching.class_targets(m, num_classes),
                          matching.box_targets(m, a, box_weights),
                          m.state, m.classes, m.matched_boxes)

@@ -29,6 +29,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdet.models.norm import GroupNorm
+
 # (block, number of 3x3 convs, channels) for VGG-16 (configuration D).
 VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 VGG16_CONV_NAMES = tuple(f"conv{b}_{i}" for b, n, _ in VGG16_BLOCKS for i in range(1, n + 1))
@@ -65,30 +67,52 @@ def max_pool_2x2(x, ceil_mode: bool):
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding=pad)
 
 
+def scaled_channels(channels: int, width: float) -> int:
+  """``round(channels * width)``, at least 1: the channel count of a ``width``-scaled layer."""
+  return max(1, int(round(channels * width)))
+
+
 class VGG16(nn.Module):
   """SSD's VGG-16 base network returning {'conv4_3', 'conv7'}.
 
   Attributes:
     dtype: compute dtype (params stay float32).
+    width: channel multiplier (1.0: the real VGG-16, whose ImageNet weights load; e.g. 0.125
+      for the CPU demo, every layer ``scaled_channels(c, width)`` wide).
+    group_norm: a GroupNorm after every conv (before its ReLU), named ``<conv>_norm``. VGG-16
+      has no normalisation; this is for training from scratch (the demo), where the 15 plain
+      convs of SSD's base do not train well (DSOD, Shen et al. 2017, §3.2). Off for ImageNet
+      weights (the converter's files have no norm parameters).
   """
 
   dtype: Any = jnp.float32
+  width: float = 1.0
+  group_norm: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    del train  # no norm or dropout layers: train and eval compute the same
+    del train  # no batch statistics or dropout: train and eval compute the same
+    if not self.width > 0:
+      raise ValueError(f"VGG16 width must be > 0, got {self.width!r}")
+
+    def conv_relu(x, channels, kernel, name, dilation=1):
+      x = _conv(scaled_channels(channels, self.width), kernel, self.dtype, name, dilation)(x)
+      if self.group_norm:
+        x = GroupNorm(dtype=self.dtype, name=f"{name}_norm")(x)
+      return nn.relu(x)
+
     x = x.astype(self.dtype)
     outputs = {}
     for block, n_convs, channels in VGG16_BLOCKS:
       for i in range(1, n_convs + 1):
-        x = nn.relu(_conv(channels, 3, self.dtype, f"conv{block}_{i}")(x))
+        x = conv_relu(x, channels, 3, f"conv{block}_{i}")
       if block == 4:
         outputs["conv4_3"] = x
       if block < 5:
         x = max_pool_2x2(x, ceil_mode=block in CEIL_MODE_POOLS)
     x = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))  # pool5
-    x = nn.relu(_conv(1024, 3, self.dtype, "conv6", dilation=6)(x))
-    outputs["conv7"] = nn.relu(_conv(1024, 1, self.dtype, "conv7")(x))
+    x = conv_relu(x, 1024, 3, "conv6", dilation=6)
+    outputs["conv7"] = conv_relu(x, 1024, 1, "conv7")
     return outputs
 
 

@@ -413,3 +413,80 @@ def test_pipeline_reproducible_and_stages_independent():
             np.testing.assert_allclose(on.boxes, mirrored, atol=1e-4)
             assert np.abs(on.image.astype(int) - off.image[:, ::-1]).max() <= 1
     assert ex.image.shape == (H, W, 3) and (ex.boxes == BOXES).all()  # the input is not modified
+
+
+# ------------------------------------------------------------------------------ in the loader
+class _PaintedSource:
+    """Painted examples (``_painted``: box k filled with colour k) for DetectionLoader."""
+
+    def __init__(self, n=6):
+        self.examples = [_example(seed) for seed in range(n)]
+        for i, ex in enumerate(self.examples):
+            ex.image_id = 100 + i
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return self.examples[i]
+
+
+def _loader(**kw):
+    from jaxdet.data.detection_loader import DetectionLoader
+    args = dict(batch_size=2, image_size=(96, 128), max_boxes=3, train=True, seed=3,
+                num_workers=0, augment="ssd", fill_mean=MEAN, warp=True)
+    args.update(kw)
+    return DetectionLoader(_PaintedSource(), **args)
+
+
+def test_loader_ssd_augmentation_is_step_indexed():
+    import itertools
+    loader = _loader()
+    run = list(itertools.islice(loader.iterate(0), 4))
+    resumed = list(itertools.islice(_loader().iterate(2), 2))   # resume at step 2: same batches
+    for a, b in zip(run[2:], resumed):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert not np.array_equal(run[0]["images"], run[1]["images"])
+    checked = 0
+    for batch in run:
+        assert batch["images"].shape == (2, 96, 128, 3)
+        np.testing.assert_array_equal(batch["image_hw"], [[96, 128]] * 2)
+        for boxes, valid in zip(batch["boxes"], batch["box_valid"]):
+            for b in boxes[valid]:   # pixels vs boxes: the next test and the pipeline tests
+                assert (b >= 0).all() and b[2] <= 128 and b[3] <= 96 and b[2] > b[0]
+                checked += 1
+    assert checked > 0
+
+
+def test_loader_ssd_pipeline_equals_ssd_augment_with_the_loader_rng():
+    """The loader calls ssd_augment with its step-indexed rng (tag 7004) and the config size."""
+    from jaxdet.data.detection_loader import _SSD_TAG
+    loader = _loader(batch_size=1)
+    batch = next(iter(loader))
+    index = loader.indices(0)[0]
+    want = S.ssd_augment(_PaintedSource()[index], loader.example_rng(_SSD_TAG, 0), size=(96, 128),
+                         mean=MEAN)
+    np.testing.assert_array_equal(batch["images"][0], want.image)
+    n = len(want.boxes)
+    np.testing.assert_array_equal(batch["boxes"][0, :n], want.boxes)
+    assert batch["box_valid"][0].sum() == n
+
+
+def test_loader_warp_in_eval_maps_boxes_back_per_axis():
+    from jaxdet.data.detection_loader import DetectionLoader
+    src = _PaintedSource(3)
+    loader = DetectionLoader(src, batch_size=3, image_size=(64, 96), max_boxes=3, train=False,
+                             num_workers=0, warp=True)
+    batch = next(iter(loader))
+    for i, ex in enumerate(src.examples):
+        h, w = ex.image.shape[:2]
+        np.testing.assert_allclose(batch["scale_xy"][i], [96 / w, 64 / h], rtol=1e-6)
+        back = batch["boxes"][i, :3] / np.tile(batch["scale_xy"][i], 2)
+        np.testing.assert_allclose(back, ex.boxes, rtol=1e-5, atol=1e-4)
+        # and the pixels: box k's paint, found in the warped image, lands on the warped box
+        for b, k in zip(batch["boxes"][i], batch["classes"][i]):
+            np.testing.assert_allclose(_bbox_of_paint(batch["images"][i], k), b, atol=1.5)
+    with pytest.raises(ValueError, match="mask_size=0"):
+        DetectionLoader(src, batch_size=1, image_size=(64, 64), max_boxes=3, train=False,
+                        warp=True, mask_size=8)

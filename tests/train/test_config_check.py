@@ -48,7 +48,7 @@ def test_shipped_configs_are_valid(name):
   from jaxdet.experiments.registry import EXPERIMENTS, schema
   validate(config, schema(config.experiment))  # raises on an unknown key
   assert config.experiment in EXPERIMENTS
-  if config.experiment == "retinanet":
+  if config.experiment in ("retinanet", "ssd"):
     from jaxdet.losses.detection import CLS_LOSSES
     assert config.loss.cls in CLS_LOSSES
   assert config.train.num_steps > 0 and config.train.batch_size > 0
@@ -84,6 +84,11 @@ def test_unknown_variant_is_an_error_listing_the_valid_ones(name):
     ("aploss_coco", "800,r50,tfds,ohem",
      {"model.depth": 50, "data.source": "tfds", "loss.cls": "ce_ohem", "data.short_side": 800}),
     ("aploss_demo", "quick,auc", {"loss.cls": "auc"}),
+    ("ssd512_coco", "demo,consistent,focal",
+     {"consistent.enabled": True, "loss.cls": "focal", "data.source": "benchmark",
+      "ssd.vgg_width": 0.125, "ssd.min_sizes": (12.8, 25.6, 51.2, 76.8, 102.4)}),
+    ("ssd512_voc", "resnet50,ap,tfds",
+     {"ssd.backbone": "resnet", "loss.cls": "ap", "data.source": "tfds", "model.depth": 50}),
     ("aploss_voc", "r101,500,focal", {"model.depth": 101, "loss.cls": "focal",
                                       "data.eval_short_side": 500})])
 def test_variants_passed_on_to_a_sibling_config_stay_valid(name, arg, expect):
