@@ -13,6 +13,7 @@ on results carrying COCO RLE ``segmentation``s (:mod:`jaxdet.evaluation.segm`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -98,9 +99,34 @@ def _describe(result: dict) -> str:
   return f"(image_id={result.get('image_id')}, category_id={result.get('category_id')})"
 
 
+COCO_BACKENDS = ("pycocotools", "faster_coco_eval")
+
+
+def _cocoeval(backend: str, coco_gt, results: list[dict], iou_type: str):
+  """(COCOeval-like evaluator, its detections) of ``backend`` for the in-memory ground truth.
+
+  ``faster_coco_eval`` (``pip install 'jaxdet[fast-eval]'``) is pycocotools' algorithm in C++
+  (same matching, interpolation and area ranges: the same numbers, tested on the fixtures;
+  ~6x faster on 200 images with 40k detections); it needs its own ``COCO`` built from the same
+  dataset dict."""
+  if backend == "pycocotools":
+    from pycocotools.cocoeval import COCOeval
+    coco_dt = coco_gt.loadRes(results)
+    return COCOeval(coco_gt, coco_dt, iouType=iou_type)
+  try:
+    from faster_coco_eval import COCO as FastCOCO
+    from faster_coco_eval import COCOeval_faster
+  except ImportError:
+    raise ImportError("config.eval.coco_backend='faster_coco_eval' needs the faster-coco-eval "
+                      "package: pip install 'jaxdet[fast-eval]' (or use 'pycocotools').") from None
+  gt = FastCOCO(copy.deepcopy(coco_gt.dataset))
+  return COCOeval_faster(gt, gt.loadRes(results), iouType=iou_type,
+                         print_function=lambda *args, **kwargs: None)
+
+
 def evaluate_coco(coco_gt, results: Sequence[dict], *, result_file=None, image_ids=None,
                   max_images: int = 0, print_summary: bool = False,
-                  iou_type: str = "bbox") -> dict[str, float]:
+                  iou_type: str = "bbox", backend: str = "pycocotools") -> dict[str, float]:
   """Runs COCOeval and returns ``{'AP','AP50','AP75','APs','APm','APl'}`` in [0, 1].
 
   Args:
@@ -116,13 +142,15 @@ def evaluate_coco(coco_gt, results: Sequence[dict], *, result_file=None, image_i
       a COCO RLE ``segmentation`` (original image size) in every result and ground-truth
       ``segmentation``s (ValueError otherwise); a result's ``bbox`` is ignored for it, so that
       the area ranges of APs/APm/APl use the mask area of the detections (detectron2's rule).
+    backend: ``"pycocotools"`` or ``"faster_coco_eval"`` (the same metrics, faster; see
+      ``_cocoeval``).
   Empty results give 0.0 everywhere. A metric that is undefined because the ground truth has no
   object in that size range (pycocotools' -1) is returned as NaN.
   """
-  from pycocotools.cocoeval import COCOeval
-
   if iou_type not in IOU_TYPES:
     raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+  if backend not in COCO_BACKENDS:
+    raise ValueError(f"config.eval.coco_backend={backend!r}: use one of {COCO_BACKENDS}")
   results = list(results)
   if result_file is not None:
     os.makedirs(os.path.dirname(os.path.abspath(result_file)), exist_ok=True)
@@ -144,8 +172,8 @@ def evaluate_coco(coco_gt, results: Sequence[dict], *, result_file=None, image_i
     return {k: 0.0 for k in METRIC_NAMES}
   buf = io.StringIO()
   with contextlib.redirect_stdout(buf):
-    coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys in place
-    ev = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+    # loadRes adds keys in place: give it copies
+    ev = _cocoeval(backend, coco_gt, [dict(r) for r in results], iou_type)
     if image_ids is not None:
       ev.params.imgIds = image_ids
     ev.evaluate()

@@ -110,6 +110,10 @@ class DetectionExperiment(Experiment):
     c = self.config
     shard_lib.check_global_batch_size(c.eval.batch_size, self.mesh, key="config.eval.batch_size")
     detection_eval.check_protocol(c.eval.get("protocol", "coco"))
+    backend = c.eval.get("coco_backend", "pycocotools")
+    if backend not in coco_eval.COCO_BACKENDS:
+      raise ConfigError(f"config.eval.coco_backend={backend!r}: use one of "
+                        f"{coco_eval.COCO_BACKENDS}.")
     if mode == "predict":
       self.predict_source()  # the folder exists, holds images, each readable (or skipped)
       return
@@ -279,7 +283,8 @@ class DetectionExperiment(Experiment):
     voc = bool(e.voc_metrics) if voc_metrics is None else bool(voc_metrics)
     return detection_eval.evaluate_detections(
         self.val_source, results, workdir=workdir, step=step, tag=tag, protocol=protocol,
-        voc_metrics=voc, wider_face_gt_dir=e.get("wider_face_gt_dir", ""))
+        voc_metrics=voc, wider_face_gt_dir=e.get("wider_face_gt_dir", ""),
+        coco_backend=e.get("coco_backend", "pycocotools"))
 
   def eval_images(self, state, *, step: int) -> dict[str, np.ndarray]:
     """The first ``config.eval.log_images`` val images with their detections drawn, as one

@@ -83,7 +83,8 @@ def wider_face_metrics(source, results: Sequence[dict], *, pred_dir: str, gt_dir
 
 def evaluate_detections(source, results: Sequence[dict], *, workdir: str, step: int, tag: str = "",
                         protocol: str = "coco", voc_metrics: bool = False,
-                        wider_face_gt_dir: str = "") -> dict[str, float]:
+                        wider_face_gt_dir: str = "",
+                        coco_backend: str = "pycocotools") -> dict[str, float]:
   """Metrics of ``results`` on ``source`` with ``protocol`` (module docstring).
 
   Args:
@@ -94,6 +95,7 @@ def evaluate_detections(source, results: Sequence[dict], *, workdir: str, step: 
     protocol: ``'coco'`` or ``'wider_face'`` (``PROTOCOLS``).
     voc_metrics: also ``mAP50_voc07`` and ``mAP50_area``.
     wider_face_gt_dir: the official ``eval_tools/ground_truth`` folder; '' = proxy subsets.
+    coco_backend: ``jaxdet.evaluation.coco.COCO_BACKENDS`` (``config.eval.coco_backend``).
   Returns:
     ``{'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'}`` plus the protocol's metrics, plus the same
     six of the masks as ``mask_AP`` ... when the results carry a ``segmentation``.
@@ -105,9 +107,10 @@ def evaluate_detections(source, results: Sequence[dict], *, workdir: str, step: 
   gt = face_subsets.source_coco(source)
   metrics = coco_eval.evaluate_coco(
       gt, results, result_file=os.path.join(workdir, f"detections{tag}_step{step}.json"),
-      image_ids=image_ids)
+      image_ids=image_ids, backend=coco_backend)
   if any("segmentation" in r for r in results):   # instance masks (Mask R-CNN): mask AP too
-    segm = coco_eval.evaluate_coco(gt, results, image_ids=image_ids, iou_type="segm")
+    segm = coco_eval.evaluate_coco(gt, results, image_ids=image_ids, iou_type="segm",
+                                   backend=coco_backend)
     metrics.update({f"mask_{k}": v for k, v in segm.items()})
   if voc_metrics:
     from jaxdet.evaluation import voc

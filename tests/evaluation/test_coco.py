@@ -181,3 +181,29 @@ def test_degenerate_boxes_are_dropped_from_both_splits_and_the_evaluated_ground_
     m = evaluate_coco(gt, results)
     assert m["AP"] == pytest.approx(1.0) and m["AP50"] == pytest.approx(1.0)
     assert evaluate_coco(coco_from_source(val), results)["AP"] == pytest.approx(1.0)
+
+
+def test_faster_coco_eval_backend_gives_the_pycocotools_metrics(tmp_path):
+    """``backend='faster_coco_eval'`` (config.eval.coco_backend) on the fixture: the same six
+    numbers as pycocotools for random detections (scores, jitter, false positives, every size
+    range, a crowd box, an image without objects), and for a subset of the images."""
+    path, img_dir, _ = _fixture(tmp_path)
+    src = CocoJsonSource(path, img_dir)
+    rng = np.random.default_rng(0)
+    base = _perfect_detections(src)
+    for trial in range(3):
+        results = [dict(r, score=float(rng.uniform(0.05, 1.0)),
+                        bbox=list(np.asarray(r["bbox"]) + rng.normal(0, 3 + 2 * trial, 4)))
+                   for r in base]
+        results += [{"image_id": int(rng.choice([1, 5, 9, 13])), "category_id": int(rng.choice([4, 17, 23])),
+                     "bbox": list(rng.uniform(0, 100, 4) + [0, 0, 5, 5]), "score": float(rng.uniform(0, 1))}
+                    for _ in range(10)]
+        for ids in (None, [1, 13]):
+            want = evaluate_coco(src.coco, results, image_ids=ids)
+            got = evaluate_coco(src.coco, results, image_ids=ids, backend="faster_coco_eval")
+            assert set(got) == set(want)
+            for k, v in want.items():
+                assert (np.isnan(v) and np.isnan(got[k])) or got[k] == pytest.approx(v, abs=1e-12), (k, got, want)
+            assert 0.0 < want["AP"] < 1.0
+    with pytest.raises(ValueError, match="coco_backend"):
+        evaluate_coco(src.coco, base, backend="detectron")

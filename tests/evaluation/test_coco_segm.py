@@ -204,3 +204,12 @@ def test_segm_errors():
   with pytest.raises(ValueError, match="iou_type"):
     evaluate_coco(gt, results, iou_type="keypoints")
   assert evaluate_coco(gt, [], iou_type="segm") == {k: 0.0 for k in METRIC_NAMES}
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_faster_coco_eval_backend_gives_the_pycocotools_mask_and_box_metrics(iou_type):
+  gt = _reference_gt()
+  for shift, jitter in (((1, 2), 2.0), ((3, 0), 5.0)):
+    results = _results(shift=shift, jitter=jitter)
+    _assert_metrics_equal(evaluate_coco(gt, results, iou_type=iou_type, backend="faster_coco_eval"),
+                          evaluate_coco(gt, results, iou_type=iou_type))
