@@ -47,15 +47,7 @@ import jax.numpy as jnp
 
 from jaxdet.losses.consistent import box_key, check_stages, cls_key
 from jaxdet.models.norm import GroupNorm
-from jaxdet.models.retinanet import RetinaNet
-
-
-def _pred_conv(features: int, name: str, dtype: Any, bias: float = 0.0) -> nn.Conv:
-  """3x3 prediction conv with RetinaNet's init: N(0, 0.01) kernel, constant bias."""
-  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)),
-                 kernel_init=nn.initializers.normal(stddev=0.01),
-                 bias_init=nn.initializers.constant(bias), dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
+from jaxdet.models.retinanet import RetinaNet, prediction_conv
 
 
 class _Subnet(nn.Module):
@@ -77,10 +69,10 @@ class _Subnet(nn.Module):
 
   @nn.compact
   def __call__(self, features, previous=None):
-    layers = [(_pred_conv(self.filters, f"conv{i}", self.dtype),
+    layers = [(prediction_conv(self.filters, f"conv{i}", self.dtype),
                GroupNorm(dtype=self.dtype, name=f"norm{i}") if self.norm else None)
               for i in range(self.num_convs)]
-    pred = _pred_conv(self.num_anchors * self.per_anchor, "pred", self.dtype, self.bias)
+    pred = prediction_conv(self.num_anchors * self.per_anchor, "pred", self.dtype, self.bias)
     feats, outs = {}, []
     for level in sorted(features):
       x = features[level].astype(self.dtype)
@@ -120,7 +112,7 @@ class ConRetinaNet(RetinaNet):
       for s in range(2, self.cls_stages + 1):
         result[cls_key(s)] = base["cls_logits"]
       for s in range(2, self.reg_stages + 1):
-        conv = _pred_conv(4 * k, f"box_deltas_stage{s}", self.dtype)
+        conv = prediction_conv(4 * k, f"box_deltas_stage{s}", self.dtype)
         result[box_key(s)] = jnp.concatenate(
             [conv(f).reshape(f.shape[0], -1, 4) for _, f in sorted(base["box_features"].items())],
             axis=1).astype(jnp.float32)

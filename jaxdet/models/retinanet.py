@@ -33,6 +33,15 @@ from jaxdet.ops.anchors import feature_shapes
 HEAD_NORMS = (None, "group_norm")
 
 
+def prediction_conv(features: int, name: str, dtype: Any, bias: float = 0.0) -> nn.Conv:
+  """3x3 (pad 1) prediction conv with RetinaNet's init (Sec. 4.1): N(0, 0.01) kernel, constant
+  bias; shared by ConRetinaNet's stage heads and SSD's per-map predictors."""
+  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)),
+                 kernel_init=nn.initializers.normal(stddev=0.01),
+                 bias_init=nn.initializers.constant(bias), dtype=dtype,
+                 param_dtype=jnp.float32, name=name)
+
+
 class RetinaNetHead(nn.Module):
   """Class and box subnets shared over levels.
 

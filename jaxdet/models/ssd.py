@@ -49,6 +49,7 @@ import jax.numpy as jnp
 from jaxdet.losses.consistent import box_key, cls_key
 from jaxdet.models.norm import GroupNorm
 from jaxdet.models.resnet import ResNet
+from jaxdet.models.retinanet import prediction_conv
 from jaxdet.models.vgg import VGG16, L2Norm, scaled_channels
 from jaxdet.ops.ssd_anchors import feature_shapes
 
@@ -56,13 +57,6 @@ from jaxdet.ops.ssd_anchors import feature_shapes
 SSD512_EXTRAS = ((256, 512, 3, 2, 1), (128, 256, 3, 2, 1), (128, 256, 3, 2, 1),
                  (128, 256, 3, 2, 1), (128, 256, 4, 1, 1))
 BACKBONES = ("vgg16", "resnet")
-
-
-def _pred_conv(features: int, name: str, dtype: Any, bias: float = 0.0) -> nn.Conv:
-  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)),
-                 kernel_init=nn.initializers.normal(stddev=0.01),
-                 bias_init=nn.initializers.constant(bias), dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
 
 
 class SSD(nn.Module):
@@ -152,11 +146,11 @@ class SSD(nn.Module):
     for k, (x, n) in enumerate(zip(maps, self.anchors_per_location)):
       b = x.shape[0]
       x = x.astype(self.dtype)
-      logits.append(_pred_conv(n * self.num_classes, f"cls_logits_{k}", self.dtype, bias)(x)
+      logits.append(prediction_conv(n * self.num_classes, f"cls_logits_{k}", self.dtype, bias)(x)
                     .reshape(b, -1, self.num_classes))
       for s in range(self.reg_stages):
         name = f"box_deltas_{k}" if s == 0 else f"box_deltas_stage{s + 1}_{k}"
-        deltas[s].append(_pred_conv(n * 4, name, self.dtype)(x).reshape(b, -1, 4))
+        deltas[s].append(prediction_conv(n * 4, name, self.dtype)(x).reshape(b, -1, 4))
     cls = jnp.concatenate(logits, axis=1).astype(jnp.float32)
     out = {"cls_logits": cls}
     for s, d in enumerate(deltas, start=1):
