@@ -7,7 +7,10 @@ detections." Here:
   1. scores = sigmoid(logits) over every (anchor, class) pair;
   2. per level, top-k (k = min(pre_nms_topk, pairs in level)) pairs; pairs with score <= threshold
      are dropped (given score -inf). Top-k then threshold keeps the same set as threshold then
-     top-k;
+     top-k. The top-k is *exactly* ``lax.top_k`` over the level's [B, anchors * classes] pairs
+     (same pairs, same order, ties to the lower index) but computed in two small steps
+     (:func:`top_k_pairs`), because a top-k over every (anchor, class) pair is the slow part of
+     inference on a GPU (70 of 85 ms at 800x1344, batch 8, 80 classes);
   3. decode the selected anchors' deltas, clip to the image (h, w);
   4. class-aware greedy NMS over all levels' candidates (per-class NMS as in the AP-loss paper);
   5. keep at most ``max_detections`` survivors by score (NMS emits them in descending order).
@@ -30,6 +33,42 @@ class Detections(NamedTuple):
   scores: jax.Array     # [..., D] descending among valid entries; 0 past num_valid
   classes: jax.Array    # [..., D] int32; 0 past num_valid
   num_valid: jax.Array  # [...] int32
+
+
+def top_k_pairs(logits, k: int):
+  """``lax.top_k(logits.reshape(B, n * C), k)``, exactly, without a top-k over all n * C pairs.
+
+  ``logits [B, n, C]``; returns ``(values [B, k], flat [B, k])`` with ``flat = anchor * C + class``,
+  the values descending and equal values in ascending ``flat`` order, as ``lax.top_k`` orders them.
+
+  Why it is exact: order the pairs by (value descending, flat index ascending) and the anchors by
+  (their class maximum descending, anchor index ascending). If anchor ``a`` is not among the first
+  ``k`` anchors, each of the ``k`` anchors before it has a pair (its first maximal class) that
+  comes before every pair of ``a`` -- a larger value, or an equal value at a lower anchor hence a
+  lower flat index -- so no pair of ``a`` is among the first ``k`` pairs. Hence
+
+    1. the per-anchor class maximum [B, n] and a top-k over anchors (k' = min(k, n)) bound the
+       candidates to k' anchors;
+    2. those anchors, re-sorted by index, are gathered as [B, k', C]; flattened, their pairs are in
+       ascending flat order, so a top-k over these k' * C pairs breaks ties as the full one does.
+
+  The top-k calls see n and k' * C entries instead of n * C (on COCO's P3 at 800x1344: 151k and
+  80k instead of 12M). NaN logits are not supported (``lax.top_k`` orders NaN first; here a NaN
+  anchor maximum may hide the anchor's other classes).
+  """
+  batch, n, num_classes = logits.shape
+  k = int(k)
+  if not 0 < k <= n * num_classes:
+    raise ValueError(f"k must be in [1, n * C = {n * num_classes}], got {k}")
+  if k >= n or num_classes == 1:   # every anchor may hold a top pair: nothing to bound
+    return jax.lax.top_k(logits.reshape(batch, n * num_classes), k)
+  _, anchor_idx = jax.lax.top_k(jnp.max(logits, axis=-1), k)          # [B, k] anchors
+  anchor_idx = jnp.sort(anchor_idx, axis=-1)                         # ascending: flat order kept
+  cand = jnp.take_along_axis(logits, anchor_idx[..., None], axis=1)  # [B, k, C]
+  values, pos = jax.lax.top_k(cand.reshape(batch, k * num_classes), k)
+  flat = (jnp.take_along_axis(anchor_idx, pos // num_classes, axis=1) * num_classes
+          + pos % num_classes)
+  return values, flat.astype(jnp.int32)
 
 
 def generate_detections(cls_logits, box_deltas, anchors, level_slices: Sequence[tuple[int, int]],
@@ -71,9 +110,8 @@ def generate_detections(cls_logits, box_deltas, anchors, level_slices: Sequence[
   anchors_j = jnp.broadcast_to(jnp.asarray(anchors, jnp.float32), (batch, num_anchors, 4))
   cand_boxes, cand_scores, cand_classes = [], [], []
   for start, stop in level_slices:
-    logits = cls_logits[:, start:stop, :].reshape(batch, -1)          # [B, n*C], anchor-major
-    k = min(int(pre_nms_topk), logits.shape[1])
-    top_logits, flat = jax.lax.top_k(logits, k)                     # sigmoid is monotone
+    k = min(int(pre_nms_topk), (stop - start) * num_classes)
+    top_logits, flat = top_k_pairs(cls_logits[:, start:stop, :], k)  # sigmoid is monotone
     scores = jax.nn.sigmoid(top_logits.astype(jnp.float32))
     scores = jnp.where(scores > score_threshold, scores, -jnp.inf)
     anchor_idx = start + flat // num_classes

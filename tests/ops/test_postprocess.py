@@ -115,3 +115,67 @@ def test_per_image_traced_anchors():
     n = int(det.num_valid[b])
     assert n == len(want)
     np.testing.assert_allclose(det.boxes[b, :n], np.array([w[2] for w in want]).reshape(-1, 4), rtol=1e-4, atol=1e-3)
+
+
+# ---------------------------------------------------------------- exact bounded selection
+def full_top_k(logits, k):
+  """The oracle: lax.top_k over every (anchor, class) pair, as generate_detections did before."""
+  return jax.lax.top_k(logits.reshape(logits.shape[0], -1), k)
+
+
+def assert_same_top_k(logits, k):
+  got_v, got_i = jax.jit(P.top_k_pairs, static_argnums=1)(logits, k)
+  want_v, want_i = jax.jit(full_top_k, static_argnums=1)(logits, k)
+  np.testing.assert_array_equal(np.asarray(got_i), np.asarray(want_i))
+  np.testing.assert_array_equal(np.asarray(got_v, np.float32), np.asarray(want_v, np.float32))
+
+
+@pytest.mark.parametrize("n,c,k", [(300, 7, 50), (300, 7, 299), (300, 7, 300), (300, 7, 2100),
+                                   (50, 1, 20), (1000, 80, 1000), (5, 3, 1)])
+def test_top_k_pairs_equals_full_top_k_random(n, c, k):
+  rng = np.random.default_rng(n + c + k)
+  assert_same_top_k((rng.normal(size=(3, n, c)) * 2 - 3).astype(f32), k)
+
+
+@pytest.mark.parametrize("levels", [3, 20])
+def test_top_k_pairs_ties_follow_lower_index(levels):
+  """Few distinct values: almost every selected pair is tied with others, across anchors and
+  within an anchor; the order among equals must be the flat index order of lax.top_k."""
+  rng = np.random.default_rng(levels)
+  logits = rng.integers(0, levels, size=(2, 400, 9)).astype(f32)
+  logits[1] = 1.0                                  # one image entirely tied
+  logits[0, 17] = levels + 1.0                     # an anchor maximal in every class
+  for k in (1, 9, 10, 100, 399, 400, 401, 3600):
+    assert_same_top_k(logits, k)
+  assert_same_top_k(np.full((1, 30, 4), -np.inf, f32), 12)   # nothing finite at all
+
+
+def test_top_k_pairs_bfloat16_real_head():
+  """A freshly initialised RetinaNet head in bfloat16: logits near the prior bias, many exact ties
+  after rounding -- the case a trained head's background anchors look like."""
+  import jax.numpy as jnp
+  from jaxdet.models.retinanet import RetinaNetHead
+  head = RetinaNetHead(num_classes=20, num_anchors=9, filters=32, dtype=jnp.bfloat16)
+  feats = {lvl: jax.random.normal(jax.random.key(lvl), (2, 16 // 2 ** (lvl - 3), 16 // 2 ** (lvl - 3), 32))
+           for lvl in (3, 4, 5)}
+  params = head.init(jax.random.key(0), feats)
+  out = head.apply(params, feats)
+  logits = out["cls_logits"].astype(jnp.bfloat16)   # what a bf16 model computed (f32 output)
+  n_distinct = len(np.unique(np.asarray(logits, f32)))
+  assert n_distinct < logits.size / 4              # ties are the rule, not the exception
+  for k in (10, 100, 1000, 3000):
+    assert_same_top_k(logits, k)
+
+
+def test_generate_detections_same_as_full_top_k(monkeypatch):
+  """The whole generator with the bounded selection and with the plain top-k: identical output."""
+  rng = np.random.default_rng(7)
+  logits = np.round(rng.normal(size=(2, len(ANCHORS), 6)) * 2, 1).astype(f32)   # rounded: ties
+  deltas = (rng.normal(size=(2, len(ANCHORS), 4)) * 0.3).astype(f32)
+  hw = np.array([[64, 64], [48, 64]], f32)
+  kw = dict(anchors=ANCHORS, level_slices=SLICES, pre_nms_topk=25, max_detections=40)
+  got = jax.jit(functools.partial(P.generate_detections, **kw))(logits, deltas, image_hw=hw)
+  monkeypatch.setattr(P, "top_k_pairs", full_top_k)
+  want = jax.jit(functools.partial(P.generate_detections, **kw))(logits, deltas, image_hw=hw)
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
