@@ -27,7 +27,7 @@ def get_config(arg: str | None = None):
     use_coco_json(c.data, train_json="data/voc/annotations/voc12_trainval.json",
                   train_images="data/voc/images",
                   val_json="data/voc/annotations/voc07_test.json", val_images="data/voc/images")
-    c.data.image_size = (1024, 1024)
+    c.data.image_size = (608, 1024)   # landscape bucket (aspect-ratio grouping, as COCO)
     c.data.short_side, c.data.max_side = 600, 1000
     paper_schedule(c, images_per_epoch=11_540)   # VOC12 trainval
     if "tfds" in variants:

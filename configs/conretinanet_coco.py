@@ -36,10 +36,10 @@ def get_config(arg: str | None = None):
   c = sibling_config(__file__, "retinanet_coco").get_config(",".join(variants & {"r101", "tfds"}))
   if "500" in variants:
     c.data.short_side, c.data.max_side = 500, 833
-    c.data.image_size = (896, 896)    # 833 rounded up to a multiple of 128 (stride of P7)
+    c.data.image_size = (512, 896)    # landscape bucket (aspect_ratio_grouping); 833 -> 896
   else:
     c.data.short_side, c.data.max_side = 800, 1333
-    c.data.image_size = (1344, 1344)
+    c.data.image_size = (800, 1344)   # landscape bucket; portrait batches are 1344 x 800
   c.data.hflip, c.data.scale_jitter = True, (1.0, 1.0)
   c.train.batch_size, c.train.num_steps = 8, 180_000
   c.optim.base_lr, c.optim.base_batch = 0.01, 16        # -> 0.005 at batch 8

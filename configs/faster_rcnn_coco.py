@@ -49,7 +49,7 @@ def apply_recipe(c, variants: set[str]):
                   train_images="data/coco/train2017",
                   val_json="data/coco/annotations/instances_val2017.json",
                   val_images="data/coco/val2017")
-    c.data.image_size = (1344, 1344)
+    c.data.image_size, c.data.aspect_ratio_grouping = (800, 1344), True   # + 1344 x 800 bucket
     c.data.short_side, c.data.max_side = 800, 1333
     c.data.num_workers = 16
     c.model.depth = 101 if "r101" in variants else 50

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from jaxdet.data import instance_masks, transforms
+from jaxdet.data import aspect_groups, instance_masks, transforms
 from jaxdet.data.loader import StepLoader
 from jaxdet.data.records import DetectionExample
 
@@ -67,6 +67,11 @@ class DetectionLoader(StepLoader):
     augment_options: extra keyword arguments of ``ssd_augment`` (e.g. ``max_ratio``, ``zoom_out``).
     warp: resize every image to exactly ``image_size`` (SSD's fixed-size input), not
       aspect-preserving; eval batches then carry ``scale_xy`` (below).
+    aspect_ratio_grouping: every batch holds landscape (``w >= h``) or portrait images only and
+      is padded to its bucket: ``image_size = (S, L)`` with ``S <= L`` for landscape, ``(L, S)``
+      for portrait (``jaxdet.data.aspect_groups``: the order stays a pure function of the step;
+      every image is seen once per epoch, a bucket's last batch completed with its first
+      images). Not with ``warp`` / ``augment='ssd'`` (fixed size).
 
   Each batch has: ``images`` uint8 [b,H,W,3]; ``boxes`` float32 [b,G,4] xyxy in output pixels;
   ``classes`` int32 [b,G] (-1 where padded); ``box_valid`` bool [b,G]; ``image_id`` int64 [b]
@@ -87,10 +92,19 @@ class DetectionLoader(StepLoader):
                prefetch: int = 2, min_visible: float = 0.5, short_side: int | None = None,
                max_side: int | None = None, image_transform=None, mask_size: int = 0,
                augment: str = "standard", fill_mean=(123.675, 116.28, 103.53),
-               augment_options: dict | None = None, warp: bool = False):
+               augment_options: dict | None = None, warp: bool = False,
+               aspect_ratio_grouping: bool = False):
+    groups = None
+    if aspect_ratio_grouping:
+      if warp or augment == "ssd":
+        raise ValueError("aspect_ratio_grouping pads to per-orientation shapes; it does not apply "
+                         "to a fixed-size warp (warp=True / augment='ssd')")
+      self.bucket_sizes = aspect_groups.bucket_shapes(image_size)
+      groups = aspect_groups.orientations(source)
     super().__init__(source, batch_size=batch_size, train=train, seed=seed, num_workers=num_workers,
                      process_index=process_index, process_count=process_count,
-                     start_step=start_step, prefetch=prefetch)
+                     start_step=start_step, prefetch=prefetch, groups=groups)
+    self._groups = groups
     if len(image_size) != 2 or min(image_size) < 1:
       raise ValueError(f"image_size must be (height, width) of positive ints, got {image_size}")
     if max_boxes < 1:
@@ -121,9 +135,15 @@ class DetectionLoader(StepLoader):
     self.min_visible = float(min_visible)
     self.mask_size = int(mask_size)
 
-  def resize_scale(self, height: int, width: int) -> float:
-    """Resize factor of an ``height x width`` image (before any jitter)."""
-    scale = transforms.fit_scale(height, width, self.image_size)
+  def output_size(self, index: int) -> tuple[int, int]:
+    """Padded ``(H, W)`` of ``source[index]``'s batch: ``image_size``, or its orientation's
+    bucket with aspect-ratio grouping."""
+    return self.image_size if self._groups is None else self.bucket_sizes[self._groups[index]]
+
+  def resize_scale(self, height: int, width: int, size=None) -> float:
+    """Resize factor of an ``height x width`` image (before any jitter) into ``size`` (default
+    ``image_size``)."""
+    scale = transforms.fit_scale(height, width, size or self.image_size)
     if self.short_side is not None or self.max_side is not None:
       short = self.short_side if self.short_side is not None else math.inf
       longest = self.max_side if self.max_side is not None else math.inf
@@ -149,7 +169,7 @@ class DetectionLoader(StepLoader):
           "'segmentation' (config.data.source='coco_json', or the embedded benchmark), or set "
           "mask_size=0.")
     image, boxes, classes = ex.image, ex.boxes, ex.classes
-    out_h, out_w = self.image_size
+    out_h, out_w = size = self.output_size(index)
     if self.image_transform is not None:
       rng = self.example_rng(_TRANSFORM_TAG, position)
       image = np.asarray(self.image_transform(image, boxes.copy(), rng), np.uint8)
@@ -187,8 +207,8 @@ class DetectionLoader(StepLoader):
           masks = instance_masks.flip_box_frame_masks(masks)
       if self.scale_jitter is not None:
         res = transforms.random_scale_jitter(
-            image, boxes, rng, self.image_size, self.scale_jitter, self.min_visible,
-            base_scale=self.resize_scale(image.shape[0], image.shape[1]))
+            image, boxes, rng, size, self.scale_jitter, self.min_visible,
+            base_scale=self.resize_scale(image.shape[0], image.shape[1], size))
         image, scale, hw = res.image, res.scale, res.image_hw
         if masks is not None:   # the frames: resized and shifted like the boxes, not clipped
           ox, oy = res.offset
@@ -197,7 +217,7 @@ class DetectionLoader(StepLoader):
           masks = masks[res.keep]
         boxes, classes = res.boxes[res.keep], classes[res.keep]
       else:
-        scale = self.resize_scale(image.shape[0], image.shape[1])
+        scale = self.resize_scale(image.shape[0], image.shape[1], size)
         image, boxes = transforms.resize_by_scale(image, boxes, scale)
         mask_boxes = boxes
         hw = image.shape[:2]
@@ -205,7 +225,7 @@ class DetectionLoader(StepLoader):
         image = transforms.pad_to(image, out_h, out_w)
     else:
       # No clipping in eval: boxes / scale must give back the original boxes exactly.
-      scale = self.resize_scale(image.shape[0], image.shape[1])
+      scale = self.resize_scale(image.shape[0], image.shape[1], size)
       image, boxes = transforms.resize_by_scale(image, boxes, scale)
       mask_boxes = boxes
       hw = image.shape[:2]
@@ -216,10 +236,16 @@ class DetectionLoader(StepLoader):
       out.update(masks=masks, mask_boxes=np.asarray(mask_boxes, np.float32))
     return out
 
-  def collate(self, examples: list[dict | None]) -> dict[str, np.ndarray]:
-    """Stacks prepared examples into the batch dict of the class docstring (None: padding)."""
+  def collate_step(self, step: int, examples: list[dict | None]) -> dict[str, np.ndarray]:
+    if self._groups is None:
+      return self.collate(examples)
+    return self.collate(examples, size=self.bucket_sizes[self.group(step)])
+
+  def collate(self, examples: list[dict | None], size=None) -> dict[str, np.ndarray]:
+    """Stacks prepared examples into the batch dict of the class docstring (None: padding), the
+    images padded to ``size`` (default ``image_size``)."""
     b, g = len(examples), self.max_boxes
-    h, w = self.image_size
+    h, w = size or self.image_size
     batch = {
         "images": np.zeros((b, h, w, 3), np.uint8),
         "boxes": np.zeros((b, g, 4), np.float32),

@@ -13,6 +13,11 @@ fixed global batch.
 Evaluation makes one pass in source order with the same block layout; positions ``>= N`` are
 padding (passed to ``collate`` as ``None``), so every process yields the same number of batches.
 
+With ``groups`` (aspect-ratio grouping, ``jaxdet.data.aspect_groups``) every global batch holds
+images of one group only: the epoch's permutation is split by group and cut into blocks, and the
+blocks are shuffled, all from ``(seed, epoch)``; batch ``s`` is still a pure function of
+``(seed, s)``. Positions then only name the slots (``s*G + slot``) for ``example_rng``.
+
 ``StepLoader`` holds only this order and the prefetching: examples are prepared in a thread pool
 (PIL and numpy release the GIL), a few batches ahead of the consumer. What an example *is* comes
 from a subclass, which implements ``prepare(position, index)`` (one example) and
@@ -57,11 +62,13 @@ class StepLoader(abc.ABC):
     process_index, process_count: this process's slice of each global batch.
     start_step: first global step yielded by ``iter(loader)`` (resume from a checkpoint).
     prefetch: batches in flight ahead of the consumer (with ``num_workers > 0``).
+    groups: optional ``int [N]`` group of each source index: every batch then holds one group
+      (``aspect_groups.GroupedOrder``; ``group(step)`` says which) -- aspect-ratio buckets.
   """
 
   def __init__(self, source, *, batch_size: int, train: bool, seed: int = 0, num_workers: int = 2,
                process_index: int = 0, process_count: int = 1, start_step: int = 0,
-               prefetch: int = 2):
+               prefetch: int = 2, groups=None):
     if len(source) == 0:
       raise ValueError("source is empty: the loader needs at least one example.")
     if batch_size < 1:
@@ -83,6 +90,15 @@ class StepLoader(abc.ABC):
     self.start_step = int(start_step)
     self.prefetch = int(prefetch)
     self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+    self._grouped = None
+    if groups is not None:
+      from jaxdet.data.aspect_groups import GroupedOrder
+      groups = np.asarray(groups)
+      if groups.shape != (len(source),):
+        raise ValueError(f"groups must give one group per source index ({len(source)}), got shape "
+                         f"{groups.shape}")
+      self._grouped = GroupedOrder(groups, self.global_batch_size, self.seed)
+      self._eval_blocks = None if self.train else self._grouped.eval_pass()
 
   # ------------------------------------------------------------------ plug-in points
   @abc.abstractmethod
@@ -113,6 +129,8 @@ class StepLoader(abc.ABC):
     """Train: full global batches per pass over the data (at least 1; epochs run into each
     other, nothing is dropped). Eval: batches of the single pass (last one padded)."""
     n, g = len(self.source), self.global_batch_size
+    if self._grouped is not None:  # every group's last block is completed (train) or padded
+      return self._grouped.steps_per_epoch
     return max(1, n // g) if self.train else math.ceil(n / g)
 
   def _permutation(self, epoch: int) -> np.ndarray:
@@ -130,8 +148,22 @@ class StepLoader(abc.ABC):
     start = step * self.global_batch_size + self.process_index * self.batch_size
     return np.arange(start, start + self.batch_size, dtype=np.int64)
 
+  def _group_block(self, step: int) -> tuple[int, list[int | None]]:
+    """(group, global block of source indices) of batch ``step`` of a grouped loader."""
+    if not self.train:
+      return self._eval_blocks[step]
+    epoch, j = divmod(step, self._grouped.steps_per_epoch)
+    return self._grouped.train_epoch(epoch, self._permutation(epoch))[j]
+
+  def group(self, step: int) -> int:
+    """The group of batch ``step`` (0 without ``groups``)."""
+    return 0 if self._grouped is None else self._group_block(step)[0]
+
   def indices(self, step: int) -> list[int | None]:
     """Source indices of this process's share of batch ``step`` (None: eval padding)."""
+    if self._grouped is not None:
+      start = self.process_index * self.batch_size
+      return list(self._group_block(step)[1][start:start + self.batch_size])
     n = len(self.source)
     out = []
     for p in self.positions(step):
@@ -140,6 +172,12 @@ class StepLoader(abc.ABC):
       else:
         out.append(int(p) if p < n else None)
     return out
+
+  def collate_step(self, step: int, examples: list[Any | None]) -> dict[str, np.ndarray]:
+    """``collate(examples)``; a grouped subclass overrides it to use ``group(step)`` (e.g. the
+    padded shape of a batch that is all eval padding on this process)."""
+    del step
+    return self.collate(examples)
 
   # ------------------------------------------------------------------ iteration
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -152,8 +190,8 @@ class StepLoader(abc.ABC):
 
     if self.num_workers == 0:
       for step in steps:
-        yield self.collate([None if i is None else self.prepare(int(p), i)
-                            for p, i in zip(self.positions(step), self.indices(step))])
+        yield self.collate_step(step, [None if i is None else self.prepare(int(p), i)
+                                       for p, i in zip(self.positions(step), self.indices(step))])
       return
 
     pool = concurrent.futures.ThreadPoolExecutor(self.num_workers, thread_name_prefix="jaxdet-data")
@@ -163,8 +201,8 @@ class StepLoader(abc.ABC):
       step = next(steps, None)
       if step is None:
         return False
-      pending.append([None if i is None else pool.submit(self.prepare, int(p), i)
-                      for p, i in zip(self.positions(step), self.indices(step))])
+      pending.append((step, [None if i is None else pool.submit(self.prepare, int(p), i)
+                             for p, i in zip(self.positions(step), self.indices(step))]))
       return True
 
     try:
@@ -172,9 +210,9 @@ class StepLoader(abc.ABC):
         if not submit():
           break
       while pending:
-        futures = pending.popleft()
+        step, futures = pending.popleft()
         submit()
-        yield self.collate([None if f is None else f.result() for f in futures])
+        yield self.collate_step(step, [None if f is None else f.result() for f in futures])
     finally:  # runs on exhaustion, close() or garbage collection of the generator
       if not sys.is_finalizing():  # at interpreter exit concurrent.futures is torn down
         pool.shutdown(wait=True, cancel_futures=True)

@@ -76,12 +76,12 @@ PATCH_OBJECTIVES = ("gt_scores", "loss")
 # ---- the detector as a function of the normalised image ------------------------------------------
 def check_supported(experiment, what: str = "the adversarial robustness columns") -> None:
   """ValueError unless ``experiment`` is a dense one-stage detector (RetinaNet family)."""
-  missing = [a for a in ("model", "eval_anchors", "normalize", "losses", "num_classes")
+  missing = [a for a in ("model", "anchors_of", "normalize", "losses", "num_classes")
              if not hasattr(experiment, a)]
   if missing:
     raise ValueError(
         f"config.eval.robustness: {what} (adv_patch, deepfool) need a dense one-stage detector "
-        f"(RetinaNet family: model, eval_anchors, losses); experiment "
+        f"(RetinaNet family: model, anchors_of, losses); experiment "
         f"{getattr(experiment, 'name', type(experiment).__name__)!r} lacks {missing}. Remove them "
         "from config.eval.robustness.")
 
@@ -122,8 +122,8 @@ def gt_score_objective(experiment, net, x_norm, boxes, classes, box_valid):
   pairs (0 for an image without positives) -- what the 'gt_scores' patch attack lowers."""
   from jaxdet.losses import detection as det_loss
   l = experiment.config.loss
-  targets = det_loss.anchor_targets(   # the training matcher, on the eval anchors
-      experiment.eval_anchors, boxes, classes, box_valid, num_classes=experiment.num_classes,
+  targets = det_loss.anchor_targets(   # the training matcher, on the anchors of this size
+      experiment.anchors_of(x_norm)[0], boxes, classes, box_valid, num_classes=experiment.num_classes,
       positive_iou=l.positive_iou, negative_iou=l.negative_iou,
       allow_low_quality=l.allow_low_quality, box_weights=tuple(l.box_weights),
       low_quality_rematch=bool(l.get("low_quality_rematch", False)))
@@ -135,7 +135,8 @@ def gt_score_objective(experiment, net, x_norm, boxes, classes, box_valid):
 def loss_objective(experiment, net, x_norm, boxes, classes, box_valid):
   """The experiment's weighted training loss on the ground truth (``experiment.losses``), scalar."""
   outputs = experiment.model.apply({"params": net.params, **net.model_state}, x_norm, train=False)
-  terms = experiment.losses(outputs, {"boxes": boxes, "classes": classes, "box_valid": box_valid})
+  terms = experiment.losses(outputs, {"images": x_norm, "boxes": boxes, "classes": classes,
+                                      "box_valid": box_valid})
   c = experiment.config.loss
   return (c.cls_weight * (terms["cls_loss"] + terms.get("cls_loss_refined", 0.0))
           + c.reg_weight * (terms["reg_loss"] + terms.get("reg_loss_refined", 0.0)))
@@ -198,11 +199,6 @@ class PatchAttack:
     if not float(step_size) > 0:
       raise ValueError(f"config.eval.adv_patch_step_size={step_size!r}: must be > 0 ([0, 1] pixel "
                        "units per signed-gradient step).")
-    if objective == "loss" and tuple(experiment.eval_image_size) != tuple(experiment.image_size):
-      raise ValueError(
-          "config.eval.adv_patch_objective='loss' uses experiment.losses, whose anchors are those "
-          f"of config.data.image_size={tuple(experiment.image_size)}, but evaluation runs at "
-          f"config.data.eval_image_size={tuple(experiment.eval_image_size)}; use 'gt_scores'.")
     self.experiment, self.steps, self.objective = experiment, int(steps), objective
     self.step = float(step_size) * 255.0
     self.seed = int(seed)

@@ -90,6 +90,9 @@ def detector_defaults() -> ml_collections.ConfigDict:
   d.eval_image_size = ()           # () -> image_size; e.g. (1024, 1024) for test-time resize
   d.eval_short_side = 0            # 0 -> short_side
   d.eval_max_side = 0              # 0 -> max_side
+  d.aspect_ratio_grouping = False  # batches of one orientation, padded to image_size = (S, L),
+                                   # S <= L (landscape) or (L, S) (portrait): one compile per
+                                   # bucket, exact resume (jaxdet.data.aspect_groups); eval too
   d.max_boxes = 0                  # ground-truth slots per image; 0: the most objects of any
                                    # image of the split (an explicit value below that is an error)
   d.hflip = True

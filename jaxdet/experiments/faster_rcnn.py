@@ -115,12 +115,9 @@ class FasterRCNNExperiment(DetectionExperiment):
     scales, ratios = tuple(m.anchor_scales), tuple(m.aspect_ratios)
     self.num_per_loc = anchor_lib.num_anchors_per_location(scales, ratios)
 
-    def anchors_for(size):
-      return (anchor_lib.generate_anchors(size, *self.levels, m.anchor_size, scales, ratios),
-              tuple(anchor_lib.level_slices(size, *self.levels, self.num_per_loc)))
-
-    self.anchors, self.level_slices = anchors_for(self.image_size)
-    self.eval_anchors, self.eval_level_slices = anchors_for(self.eval_image_size)
+    self._anchor_cache: dict[tuple[int, int], tuple] = {}
+    self.anchors, self.level_slices = self.anchors_of_size(self.image_size)
+    self.eval_anchors, self.eval_level_slices = self.anchors_of_size(self.eval_image_size)
     self.model = FasterRCNN(**self.model_kwargs())
     abstract = jax.eval_shape(functools.partial(self._init_variables), jax.random.PRNGKey(0))
     labels = frozen_param_labels(abstract["params"], m.frozen_stages)
@@ -203,24 +200,41 @@ class FasterRCNNExperiment(DetectionExperiment):
     return {**state, "net": NetworkState.create(params=params, model_state=variables,
                                                 optimizer=self.optimizer)}
 
+  def anchors_of_size(self, size):
+    """(RPN anchors [A, 4], level_slices) of a padded input ``size`` (H, W), computed once per
+    size (one per aspect-ratio bucket)."""
+    size = (int(size[0]), int(size[1]))
+    if size not in self._anchor_cache:
+      m = self.config.model
+      scales, ratios = tuple(m.anchor_scales), tuple(m.aspect_ratios)
+      self._anchor_cache[size] = (
+          anchor_lib.generate_anchors(size, *self.levels, m.anchor_size, scales, ratios),
+          tuple(anchor_lib.level_slices(size, *self.levels, self.num_per_loc)))
+    return self._anchor_cache[size]
+
+  def anchors_of(self, images):
+    """(anchors, level_slices) of a batch of ``images [B, H, W, 3]`` (its static padded size)."""
+    return self.anchors_of_size(images.shape[1:3])
+
   # ---- losses ----------------------------------------------------------------------------
   def rpn_losses(self, objectness, deltas, batch, rng):
     """RPN objectness and box losses (§3.1.2 Eq. 1), normalised by the sampled anchors."""
     r = self.config.rpn
     b = objectness.shape[0]
+    anchors = self.anchors_of(batch["images"])[0]
     keys = jax.random.split(rng, b)
     targets = jax.vmap(functools.partial(
         rpn.rpn_targets, positive_iou=r.positive_iou, negative_iou=r.negative_iou,
         batch_size_per_image=r.batch_size_per_image, positive_fraction=r.positive_fraction),
-        in_axes=(None, 0, 0, 0))(self.anchors, batch["boxes"], batch["box_valid"], keys)
+        in_axes=(None, 0, 0, 0))(anchors, batch["boxes"], batch["box_valid"], keys)
     box_targets = jax.vmap(rpn.rpn_box_targets, in_axes=(None, 0, 0))(
-        self.anchors, batch["boxes"], targets)
+        anchors, batch["boxes"], targets)
     labels = targets.labels
     norm = float(b * r.batch_size_per_image)
     cls = jnp.sum(sigmoid_cross_entropy(objectness, labels.astype(jnp.float32))) / norm
     fg = (labels == 1).astype(jnp.float32)
     per = reg_loss.regression_loss("smooth_l1" if r.smooth_l1_beta > 0 else "l1", deltas,
-                                   box_targets, self.anchors, beta=r.smooth_l1_beta)
+                                   box_targets, anchors, beta=r.smooth_l1_beta)
     reg = jnp.sum(per * fg) / norm
     return cls, reg, jnp.sum(fg) / b
 
@@ -264,7 +278,7 @@ class FasterRCNNExperiment(DetectionExperiment):
       objectness, deltas = mdl.rpn(feats)
       rpn_cls, rpn_reg, rpn_fg = self.rpn_losses(objectness, deltas, batch, rpn_key)
       props = self._proposals(jax.lax.stop_gradient(objectness), jax.lax.stop_gradient(deltas),
-                              batch["image_hw"], self.anchors, self.level_slices, train=True)
+                              batch["image_hw"], *self.anchors_of(images), train=True)
       width = props.boxes.shape[1]
       props_valid = jnp.arange(width)[None, :] < props.num_valid[:, None]
       keys = jax.random.split(roi_key, images.shape[0])
@@ -326,8 +340,7 @@ class FasterRCNNExperiment(DetectionExperiment):
     def forward(mdl, x):
       feats = mdl.features(x, train=False)
       objectness, deltas = mdl.rpn(feats)
-      props = self._proposals(objectness, deltas, image_hw, self.eval_anchors,
-                              self.eval_level_slices, train=False)
+      props = self._proposals(objectness, deltas, image_hw, *self.anchors_of(x), train=False)
       logits, box_deltas = mdl.box_head(feats, props.boxes, train=False)
       dets = class_detections(props.boxes, props.num_valid, logits, box_deltas, image_hw,
                               box_weights=tuple(self.config.loss.box_weights),

@@ -34,9 +34,11 @@ class RetinaNetExperiment(DetectionExperiment):
     super().__init__(config, mesh, **kwargs)
     c = config
     self.num_per_loc = self.anchors_per_location()
-    # Each image shape gets its own anchors (model weights are size-agnostic).
-    self.anchors, self.level_slices = self.anchors_for(self.image_size)
-    self.eval_anchors, self.eval_level_slices = self.anchors_for(self.eval_image_size)
+    # Each image shape gets its own anchors (model weights are size-agnostic): the step takes
+    # them from its batch's padded shape (``anchors_of``), one set per aspect-ratio bucket.
+    self._anchor_cache: dict[tuple[int, int], tuple] = {}
+    self.anchors, self.level_slices = self.anchors_of_size(self.image_size)
+    self.eval_anchors, self.eval_level_slices = self.anchors_of_size(self.eval_image_size)
     # Training-memory keys, checked here (at construction) rather than at the first compile.
     checked("config.model.remat", parse_remat, c.model.remat)
     accumulate.check_accumulate_steps(c.train.batch_size, c.train.accumulate_steps, self.mesh)
@@ -60,6 +62,17 @@ class RetinaNetExperiment(DetectionExperiment):
     return (anchor_lib.generate_anchors(size, m.min_level, m.max_level, m.anchor_size,
                                         tuple(m.anchor_scales), tuple(m.aspect_ratios)),
             anchor_lib.level_slices(size, m.min_level, m.max_level, self.num_per_loc))
+
+  def anchors_of_size(self, size):
+    """``anchors_for(size)``, computed once per size."""
+    size = (int(size[0]), int(size[1]))
+    if size not in self._anchor_cache:
+      self._anchor_cache[size] = self.anchors_for(size)
+    return self._anchor_cache[size]
+
+  def anchors_of(self, images):
+    """(anchors, level_slices) of a batch of ``images [B, H, W, 3]`` (its static padded size)."""
+    return self.anchors_of_size(images.shape[1:3])
 
   def head_classes(self) -> int:
     """Class channels of the head: CE + OHEM is a softmax over C + 1 channels with background
@@ -100,24 +113,27 @@ class RetinaNetExperiment(DetectionExperiment):
   def _targets(self, batch, anchors=None):
     l = self.config.loss
     return det_loss.anchor_targets(
-        self.anchors if anchors is None else anchors, batch["boxes"], batch["classes"],
+        self.anchors_of(batch["images"])[0] if anchors is None else anchors, batch["boxes"],
+        batch["classes"],
         batch["box_valid"], num_classes=self.num_classes, positive_iou=l.positive_iou,
         negative_iou=l.negative_iou, allow_low_quality=l.allow_low_quality,
         low_quality_rematch=l.low_quality_rematch, box_weights=tuple(l.box_weights))
 
   def losses(self, outputs, batch):
-    """Returns dict of unweighted loss terms (scalars) for one batch."""
+    """Returns dict of unweighted loss terms (scalars) for one batch (``batch['images']`` only
+    gives the padded size, hence the anchors)."""
     l = self.config.loss
-    targets = self._targets(batch)
+    anchors = self.anchors_of(batch["images"])[0]
+    targets = self._targets(batch, anchors)
     num_pos = det_loss.num_positives(targets)
     cls = det_loss.classification_loss(l, outputs["cls_logits"], targets, num_pos,
                                        mesh=self.mesh)
-    reg = det_loss.box_regression_loss(l, outputs["box_deltas"], self.anchors, targets, num_pos)
+    reg = det_loss.box_regression_loss(l, outputs["box_deltas"], anchors, targets, num_pos)
     terms = {"cls_loss": cls, "reg_loss": reg, "num_pos": num_pos}
     if self.config.consistent.enabled:
       from jaxdet.losses import consistent
       terms.update(consistent.consistent_terms(
-          outputs, self.anchors, batch["boxes"], batch["classes"], batch["box_valid"], targets,
+          outputs, anchors, batch["boxes"], batch["classes"], batch["box_valid"], targets,
           l, self.config.consistent, self.num_classes, mesh=self.mesh))
     return terms
 
@@ -189,11 +205,12 @@ class RetinaNetExperiment(DetectionExperiment):
     e = self.config.eval
     outputs = self.model.apply({"params": net.params, **net.model_state},
                                self.normalize(images), train=False)
-    logits, deltas, anchors = outputs["cls_logits"], outputs["box_deltas"], self.eval_anchors
+    anchors, level_slices = self.anchors_of(images)
+    logits, deltas = outputs["cls_logits"], outputs["box_deltas"]
     if self.config.consistent.enabled:  # inference_stages regressions, last class stage scores
       from jaxdet.losses import consistent
       anchors, deltas = consistent.refine_for_inference(
-          outputs, self.eval_anchors, tuple(self.config.loss.box_weights),
+          outputs, anchors, tuple(self.config.loss.box_weights),
           reg_stages=consistent.inference_stages(self.config.consistent))
       logits = consistent.inference_logits(outputs)
     if self.config.loss.cls == "ce_ohem":
@@ -203,6 +220,6 @@ class RetinaNetExperiment(DetectionExperiment):
       probs = jnp.clip(probs, 1e-12, 1 - 1e-7)
       logits = jnp.log(probs) - jnp.log1p(-probs)
     return postprocess.generate_detections(
-        logits, deltas, anchors, self.eval_level_slices, image_hw,
+        logits, deltas, anchors, level_slices, image_hw,
         box_weights=tuple(self.config.loss.box_weights), score_threshold=e.score_threshold,
         pre_nms_topk=e.pre_nms_topk, nms_iou=e.nms_iou, max_detections=e.max_detections)

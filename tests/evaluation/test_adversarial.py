@@ -114,7 +114,7 @@ def test_check_robustness_names_the_config_keys(tiny_det):
     if key != "robustness":
       cfg.eval.robustness = ("clean", "adv_patch", "deepfool")
     fake = types.SimpleNamespace(**{k: getattr(exp, k) for k in (
-        "model", "eval_anchors", "normalize", "losses", "num_classes", "image_size",
+        "model", "anchors_of", "normalize", "losses", "num_classes", "image_size",
         "eval_image_size", "mesh")}, config=cfg)
     with pytest.raises(ValueError, match=keys[key]):
       detection_modes.check_robustness(fake)
@@ -234,11 +234,6 @@ def test_adv_patch_with_the_loss_objective_raises_the_detector_loss(tiny_det):
   adv, rand = (_objective(attack, net, batch, px)[0]
                for px in (patched, _random_patch_images(attack, batch)))
   assert adv < rand     # the attacked value is minus the loss
-  other = types.SimpleNamespace(**{k: getattr(exp, k) for k in (
-      "model", "eval_anchors", "normalize", "losses", "num_classes", "mesh", "config")},
-      image_size=(64, 64), eval_image_size=(96, 96))
-  with pytest.raises(ValueError, match="config.eval.adv_patch_objective='loss'"):
-    adversarial.PatchAttack(other, steps=1, step_size=0.1, objective="loss")
 
 
 # ---- DeepFool -----------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def test_ssd_matching_is_the_shared_matcher_with_ssd_rule(data_paths):
   assert ious[own, 0] < 0.5 and ious[own, 1] > ious[own, 0]     # GT 1 would win `own`
   batch = {"boxes": gt[None], "classes": np.array([[0, 1]], np.int32),
            "box_valid": np.array([[True, True]])}
-  t = exp._targets(batch)
+  t = exp._targets(batch, exp.anchors)
   assert int(t.state[0, own]) == 1 and int(t.classes[0, own]) == 0
   plain = matching.match_anchors(a, gt, np.array([0, 1]), np.array([True, True]),
                                  positive_iou=0.5, negative_iou=0.5, allow_low_quality=True)
