@@ -77,7 +77,7 @@ class DetectionExperiment(Experiment):
     # side 600 test).
     self.eval_image_size = tuple(int(s) for s in d.eval_image_size) or self.image_size
     self.eval_resize = (d.eval_short_side or d.short_side, d.eval_max_side or d.max_side)
-    if d.aspect_ratio_grouping:
+    if d.get("aspect_ratio_grouping", False):   # configs saved before the key existed: off
       from jaxdet.train.config_check import ConfigError
       for key, size in (("image_size", self.image_size), ("eval_image_size", self.eval_image_size)):
         if size[0] > size[1]:
@@ -201,7 +201,8 @@ class DetectionExperiment(Experiment):
         seed=self.config.seed, hflip=d.hflip, scale_jitter=tuple(d.scale_jitter),
         num_workers=d.num_workers, process_index=jax.process_index(),
         process_count=jax.process_count(), start_step=start_step,
-        mask_size=int(d.get("mask_size", 0)), aspect_ratio_grouping=d.aspect_ratio_grouping,
+        mask_size=int(d.get("mask_size", 0)),
+        aspect_ratio_grouping=d.get("aspect_ratio_grouping", False),
         **self.loader_options(train=True)))
 
   def eval_batches(self, source=None, batch_size=None, transform=None):
@@ -215,7 +216,8 @@ class DetectionExperiment(Experiment):
         seed=self.config.seed, hflip=False, scale_jitter=(1.0, 1.0),
         num_workers=d.num_workers, process_index=jax.process_index(),
         process_count=jax.process_count(), image_transform=transform,
-        aspect_ratio_grouping=d.aspect_ratio_grouping, **self.loader_options(train=False))
+        aspect_ratio_grouping=d.get("aspect_ratio_grouping", False),
+        **self.loader_options(train=False))
 
   # ---- weights -------------------------------------------------------------------------------
   def load_pretrained(self, state):
