@@ -140,15 +140,21 @@ def _ramp_sums(bins, digit_cols, total, pos_minus, pos_plus, digits_a, ks):
   pos_minus[i] < c <= pos_plus[i], and above it (H = 1) iff c > pos_plus[i].
   """
   nbins = pos_minus.shape[0] * 2 + 2
+  # Points below every threshold (c = 0: the trivial negatives, usually most entries) and the
+  # points not taking part (the last bin) are in no window and above no positive: they are
+  # left out of the scatter (out-of-range index, dropped) instead of all being added into one
+  # bin -- on a GPU millions of atomic adds to one address. ``below`` corrects the count above.
+  below = jnp.sum(bins == 0, dtype=jnp.int32)
+  scatter_to = jnp.where((bins > 0) & (bins < nbins - 1), bins, nbins)
   cols = jnp.stack([jnp.ones_like(bins)] + list(digit_cols), axis=-1)
-  hist = jnp.zeros((nbins, cols.shape[1]), jnp.int32).at[bins].add(cols)
+  hist = jnp.zeros((nbins, cols.shape[1]), jnp.int32).at[scatter_to].add(cols, mode="drop")
   incl = jnp.cumsum(hist[:-1], axis=0)  # int32, wraps: only window differences are used
   hp, hm = incl[pos_plus], incl[pos_minus]
   diff = hp - hm
   count = diff[:, 0]
   linear = sum((diff[:, l + 1] - count * digits_a[l]).astype(jnp.float32) * 2.0 ** -k
                for l, k in enumerate(ks))
-  above = (total - hp[:, 0]).astype(jnp.float32)
+  above = (total - below - hp[:, 0]).astype(jnp.float32)
   return above + linear + 0.5 * count.astype(jnp.float32)
 
 
