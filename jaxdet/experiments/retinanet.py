@@ -201,8 +201,10 @@ class RetinaNetExperiment(DetectionExperiment):
     return new_state, metrics
 
   # ---- inference ----------------------------------------------------------------
-  def predict_fn(self, net: NetworkState, images, image_hw):
-    e = self.config.eval
+  def detection_inputs(self, net: NetworkState, images):
+    """``generate_detections``' inputs from uint8 ``images``: (scores as logits [B, A, C],
+    deltas [B, A, 4], anchors, level_slices) -- the network and what is applied to its outputs
+    before the candidate selection (the benchmark's profile times the two parts separately)."""
     outputs = self.model.apply({"params": net.params, **net.model_state},
                                self.normalize(images), train=False)
     anchors, level_slices = self.anchors_of(images)
@@ -219,7 +221,11 @@ class RetinaNetExperiment(DetectionExperiment):
       probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1:]
       probs = jnp.clip(probs, 1e-12, 1 - 1e-7)
       logits = jnp.log(probs) - jnp.log1p(-probs)
+    return logits, deltas, anchors, level_slices
+
+  def predict_fn(self, net: NetworkState, images, image_hw):
+    e = self.config.eval
     return postprocess.generate_detections(
-        logits, deltas, anchors, level_slices, image_hw,
+        *self.detection_inputs(net, images), image_hw,
         box_weights=tuple(self.config.loss.box_weights), score_threshold=e.score_threshold,
         pre_nms_topk=e.pre_nms_topk, nms_iou=e.nms_iou, max_detections=e.max_detections)

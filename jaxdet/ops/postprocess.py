@@ -71,6 +71,13 @@ def top_k_pairs(logits, k: int):
   return values, flat.astype(jnp.int32)
 
 
+class Candidates(NamedTuple):
+  """Steps 1-3 of the module docstring: the per-level top pairs, decoded (before NMS)."""
+  boxes: jax.Array    # [B, N, 4] xyxy, clipped
+  scores: jax.Array   # [B, N] sigmoid scores; -inf where <= score_threshold
+  classes: jax.Array  # [B, N] int32
+
+
 def generate_detections(cls_logits, box_deltas, anchors, level_slices: Sequence[tuple[int, int]],
                         image_hw, *, box_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
                         score_threshold: float = 0.05, pre_nms_topk: int = 1000,
@@ -80,8 +87,22 @@ def generate_detections(cls_logits, box_deltas, anchors, level_slices: Sequence[
   ``anchors [A, 4]`` (numpy, from :func:`jaxdet.ops.anchors.generate_anchors`) or per-image
   ``[B, A, 4]`` (numpy or traced, e.g. the refined anchors of consistent optimization),
   ``level_slices`` its per-level ``(start, stop)`` (static), ``image_hw [B, 2]`` the (height,
-  width) each image's boxes are clipped to.
+  width) each image's boxes are clipped to. :func:`select_candidates` then
+  :func:`nms_detections`.
   """
+  if int(max_detections) != max_detections or max_detections <= 0:
+    raise ValueError(f"max_detections must be a positive integer; got {max_detections!r}")
+  cands = select_candidates(cls_logits, box_deltas, anchors, level_slices, image_hw,
+                            box_weights=box_weights, score_threshold=score_threshold,
+                            pre_nms_topk=pre_nms_topk)
+  return nms_detections(cands, nms_iou=nms_iou, max_detections=max_detections)
+
+
+def select_candidates(cls_logits, box_deltas, anchors, level_slices: Sequence[tuple[int, int]],
+                      image_hw, *, box_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+                      score_threshold: float = 0.05, pre_nms_topk: int = 1000) -> Candidates:
+  """Steps 1-3: per level the top ``pre_nms_topk`` (anchor, class) pairs, thresholded, their
+  boxes decoded and clipped; arguments as :func:`generate_detections`."""
   cls_logits = jnp.asarray(cls_logits)
   box_deltas = jnp.asarray(box_deltas)
   if cls_logits.ndim != 3 or box_deltas.shape != cls_logits.shape[:2] + (4,):
@@ -101,8 +122,6 @@ def generate_detections(cls_logits, box_deltas, anchors, level_slices: Sequence[
                      f"got {level_slices} (use jaxdet.ops.anchors.level_slices)")
   if int(pre_nms_topk) != pre_nms_topk or pre_nms_topk <= 0:
     raise ValueError(f"pre_nms_topk must be a positive integer; got {pre_nms_topk!r}")
-  if int(max_detections) != max_detections or max_detections <= 0:
-    raise ValueError(f"max_detections must be a positive integer; got {max_detections!r}")
   image_hw = jnp.asarray(image_hw, jnp.float32)
   if image_hw.shape != (batch, 2):
     raise ValueError(f"image_hw must be [B={batch}, 2] (height, width); got {image_hw.shape}")
@@ -122,14 +141,18 @@ def generate_detections(cls_logits, box_deltas, anchors, level_slices: Sequence[
     cand_boxes.append(boxes)
     cand_scores.append(scores)
     cand_classes.append((flat % num_classes).astype(jnp.int32))
-  cand_boxes = jnp.concatenate(cand_boxes, axis=1)
-  cand_scores = jnp.concatenate(cand_scores, axis=1)
-  cand_classes = jnp.concatenate(cand_classes, axis=1)
+  return Candidates(jnp.concatenate(cand_boxes, axis=1), jnp.concatenate(cand_scores, axis=1),
+                    jnp.concatenate(cand_classes, axis=1))
+
+
+def nms_detections(cands: Candidates, *, nms_iou: float = 0.5,
+                   max_detections: int = 100) -> Detections:
+  """Steps 4-5: class-aware greedy NMS per image, the best ``max_detections`` survivors."""
 
   def one_image(b, s, c):
     idx, valid = nms_ops.batched_nms(b, s, c, iou_threshold=nms_iou, max_output=int(max_detections))
     return (jnp.where(valid[:, None], b[idx], 0.0), jnp.where(valid, s[idx], 0.0),
             jnp.where(valid, c[idx], 0), jnp.sum(valid).astype(jnp.int32))
 
-  boxes, scores, classes, num_valid = jax.vmap(one_image)(cand_boxes, cand_scores, cand_classes)
+  boxes, scores, classes, num_valid = jax.vmap(one_image)(*cands)
   return Detections(boxes=boxes, scores=scores, classes=classes.astype(jnp.int32), num_valid=num_valid)
