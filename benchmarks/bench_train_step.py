@@ -60,7 +60,9 @@ def time_step(cls_loss, args, num_classes):
   mesh = shard_lib.make_mesh()
   exp = (SSDExperiment if ssd else RetinaNetExperiment)(
       c, mesh, train_source=SyntheticSource(num_classes))
-  state = jax.jit(lambda key: loop.LoopState.create(exp.init(key), key))(jax.random.PRNGKey(0))
+  # Replicated over the mesh like the step's output state, else the second step recompiles.
+  state = jax.jit(lambda key: loop.LoopState.create(exp.init(key), key),
+                  out_shardings=shard_lib.replicated(mesh))(jax.random.PRNGKey(0))
   batch = shard_lib.to_global(synthetic_batch(args.batch, args.size, num_classes), mesh)
   step = jax.jit(loop.make_step(exp), donate_argnums=0)
   t0 = time.perf_counter()
