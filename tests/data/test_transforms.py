@@ -32,6 +32,9 @@ def test_horizontal_flip_matches_reference_and_pixels():
     img2, b2 = T.horizontal_flip(out, fb)
     np.testing.assert_array_equal(img2, img)
     np.testing.assert_array_equal(b2, boxes)
+    # every pixel and channel, also of a non-contiguous view
+    noise = np.random.default_rng(0).integers(0, 256, (9, 14, 3), dtype=np.uint8)[1:8, 2:13]
+    np.testing.assert_array_equal(T.horizontal_flip(noise, boxes)[0], noise[:, ::-1])
 
 
 def test_horizontal_flip_empty_boxes():
