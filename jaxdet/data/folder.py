@@ -85,6 +85,19 @@ class FolderSource:
   def __len__(self):
     return len(self.files)
 
+  def annotation(self, i) -> DetectionExample:
+    """Image ``i``'s record without decoding it: its size from the file header (aspect-ratio
+    grouping sorts images by orientation before any is read). 1 x 1 where the header cannot
+    be read, as ``__getitem__``'s black stand-in image."""
+    try:
+      with Image.open(os.path.join(self.folder, self.files[i])) as img:
+        width, height = img.size
+    except Exception:  # noqa: BLE001 - __getitem__ reports (or skips) it when it is read
+      width = height = 1
+    return DetectionExample(image=None, boxes=np.zeros((0, 4), np.float32),
+                            classes=np.zeros((0,), np.int32), image_id=i,
+                            file_name=self.files[i], height=height, width=width)
+
   def __getitem__(self, i):
     path = os.path.join(self.folder, self.files[i])
     try:

@@ -46,3 +46,14 @@ def test_file_failing_only_at_decode(tmp_path):
   with pytest.warns(RuntimeWarning, match="a.png"):
     assert src[0].image.shape == (1, 1, 3)
   assert src.stats["bad_images_at_read"] == 1
+
+
+def test_annotation_gives_the_size_without_decoding(tmp_path):
+  folder = _folder(tmp_path)
+  src = FolderSource(str(folder), [1], ["x"], skip_bad_images=True)
+  for i in range(len(src)):
+    ann, ex = src.annotation(i), src[i]
+    assert ann.image is None and ann.file_name == ex.file_name and ann.image_id == ex.image_id
+    assert (ann.height, ann.width) == ex.image.shape[:2]
+  (folder / "a.png").write_bytes(b"broken after the check")
+  assert (src.annotation(0).height, src.annotation(0).width) == (1, 1)   # as the stand-in
