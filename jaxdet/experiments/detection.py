@@ -86,6 +86,7 @@ class DetectionExperiment(Experiment):
               f"landscape bucket (H, W) with H <= W; use ({size[1]}, {size[0]}) (the portrait "
               "bucket is its transpose).")
     self.local_batch = shard_lib.check_global_batch_size(c.train.batch_size, mesh)
+    self._anchor_cache: dict[tuple[int, int], tuple] = {}
     self._mean = np.asarray(d.pixel_mean, np.float32) * 255.0
     self._std = np.asarray(d.pixel_std, np.float32) * 255.0
     self._predict = jax.jit(self.predict_fn)
@@ -182,6 +183,23 @@ class DetectionExperiment(Experiment):
       self._predict_source = FolderSource(self.config.predict.input_dir, cats.ids, cats.names,
                                           skip_bad_images=self.config.data.skip_bad_images)
     return self._predict_source
+
+  def anchors_for(self, size):
+    """(anchors [A, 4] float32 xyxy, level_slices) of an input of padded ``size`` (H, W); the
+    anchor-based detectors define it."""
+    raise NotImplementedError(f"{type(self).__name__} has no anchors")
+
+  def anchors_of_size(self, size):
+    """``anchors_for(size)``, computed once per size (one per aspect-ratio bucket)."""
+    size = (int(size[0]), int(size[1]))
+    if size not in self._anchor_cache:
+      self._anchor_cache[size] = self.anchors_for(size)
+    return self._anchor_cache[size]
+
+  def anchors_of(self, images):
+    """(anchors, level_slices) of a batch of ``images [B, H, W, 3]``: its static padded size,
+    so a jitted step traced per bucket shape gets that bucket's anchors."""
+    return self.anchors_of_size(images.shape[1:3])
 
   def normalize(self, images_uint8):
     return (images_uint8.astype(jnp.float32) - self._mean) / self._std

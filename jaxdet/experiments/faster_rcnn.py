@@ -115,7 +115,6 @@ class FasterRCNNExperiment(DetectionExperiment):
     scales, ratios = tuple(m.anchor_scales), tuple(m.aspect_ratios)
     self.num_per_loc = anchor_lib.num_anchors_per_location(scales, ratios)
 
-    self._anchor_cache: dict[tuple[int, int], tuple] = {}
     self.anchors, self.level_slices = self.anchors_of_size(self.image_size)
     self.eval_anchors, self.eval_level_slices = self.anchors_of_size(self.eval_image_size)
     self.model = FasterRCNN(**self.model_kwargs())
@@ -200,21 +199,12 @@ class FasterRCNNExperiment(DetectionExperiment):
     return {**state, "net": NetworkState.create(params=params, model_state=variables,
                                                 optimizer=self.optimizer)}
 
-  def anchors_of_size(self, size):
-    """(RPN anchors [A, 4], level_slices) of a padded input ``size`` (H, W), computed once per
-    size (one per aspect-ratio bucket)."""
-    size = (int(size[0]), int(size[1]))
-    if size not in self._anchor_cache:
-      m = self.config.model
-      scales, ratios = tuple(m.anchor_scales), tuple(m.aspect_ratios)
-      self._anchor_cache[size] = (
-          anchor_lib.generate_anchors(size, *self.levels, m.anchor_size, scales, ratios),
-          tuple(anchor_lib.level_slices(size, *self.levels, self.num_per_loc)))
-    return self._anchor_cache[size]
-
-  def anchors_of(self, images):
-    """(anchors, level_slices) of a batch of ``images [B, H, W, 3]`` (its static padded size)."""
-    return self.anchors_of_size(images.shape[1:3])
+  def anchors_for(self, size):
+    """(RPN anchors [A, 4], level_slices) of a padded input ``size`` (H, W)."""
+    m = self.config.model
+    scales, ratios = tuple(m.anchor_scales), tuple(m.aspect_ratios)
+    return (anchor_lib.generate_anchors(size, *self.levels, m.anchor_size, scales, ratios),
+            tuple(anchor_lib.level_slices(size, *self.levels, self.num_per_loc)))
 
   # ---- losses ----------------------------------------------------------------------------
   def rpn_losses(self, objectness, deltas, batch, rng):

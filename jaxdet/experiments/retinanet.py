@@ -36,7 +36,6 @@ class RetinaNetExperiment(DetectionExperiment):
     self.num_per_loc = self.anchors_per_location()
     # Each image shape gets its own anchors (model weights are size-agnostic): the step takes
     # them from its batch's padded shape (``anchors_of``), one set per aspect-ratio bucket.
-    self._anchor_cache: dict[tuple[int, int], tuple] = {}
     self.anchors, self.level_slices = self.anchors_of_size(self.image_size)
     self.eval_anchors, self.eval_level_slices = self.anchors_of_size(self.eval_image_size)
     # Training-memory keys, checked here (at construction) rather than at the first compile.
@@ -62,17 +61,6 @@ class RetinaNetExperiment(DetectionExperiment):
     return (anchor_lib.generate_anchors(size, m.min_level, m.max_level, m.anchor_size,
                                         tuple(m.anchor_scales), tuple(m.aspect_ratios)),
             anchor_lib.level_slices(size, m.min_level, m.max_level, self.num_per_loc))
-
-  def anchors_of_size(self, size):
-    """``anchors_for(size)``, computed once per size."""
-    size = (int(size[0]), int(size[1]))
-    if size not in self._anchor_cache:
-      self._anchor_cache[size] = self.anchors_for(size)
-    return self._anchor_cache[size]
-
-  def anchors_of(self, images):
-    """(anchors, level_slices) of a batch of ``images [B, H, W, 3]`` (its static padded size)."""
-    return self.anchors_of_size(images.shape[1:3])
 
   def head_classes(self) -> int:
     """Class channels of the head: CE + OHEM is a softmax over C + 1 channels with background
