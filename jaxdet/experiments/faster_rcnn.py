@@ -45,7 +45,7 @@ from jaxdet.models.resnet import backbone_remat, frozen_param_labels, parse_rema
 from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import boxes as box_ops
 from jaxdet.ops import nms as nms_ops
-from jaxdet.ops import roi_sampling, rpn
+from jaxdet.ops import postprocess, roi_sampling, rpn
 from jaxdet.ops.postprocess import Detections
 from jaxdet.train import accumulate, optim
 from jaxdet.train.config_check import ConfigError, checked
@@ -353,18 +353,23 @@ def class_detections(rois, num_valid, logits, deltas, image_hw, *, box_weights, 
   b, r = rois.shape[:2]
   k = num_classes
   scores = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., :k]          # [B, R, K]
-  boxes = box_ops.decode(deltas.astype(jnp.float32), rois[:, :, None, :], box_weights,
-                         clamp=SCALE_CLAMP)                                      # [B, R, K, 4]
-  boxes = box_ops.clip(boxes, image_hw[:, 0, None, None].astype(jnp.float32),
-                       image_hw[:, 1, None, None].astype(jnp.float32))
   valid = (jnp.arange(r)[None, :] < num_valid[:, None])[..., None] & (scores > score_threshold)
-  scores = jnp.where(valid, scores, -jnp.inf).reshape(b, r * k)
-  boxes = boxes.reshape(b, r * k, 4)
-  classes = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, r, k)).reshape(b, r * k)
+  scores = jnp.where(valid, scores, -jnp.inf)
+  deltas = deltas.astype(jnp.float32)
   if 0 < pre_nms_topk < r * k:
-    scores, top = jax.lax.top_k(scores, int(pre_nms_topk))
-    boxes = jnp.take_along_axis(boxes, top[..., None], axis=1)
-    classes = jnp.take_along_axis(classes, top, axis=1)
+    # The best pre_nms_topk (RoI, class) pairs, exactly lax.top_k's over all R x K (ties to the
+    # lower index), then only their boxes are decoded.
+    scores, flat = postprocess.top_k_pairs(scores, int(pre_nms_topk))
+    roi, classes = flat // k, (flat % k).astype(jnp.int32)
+    rois = jnp.take_along_axis(rois, roi[..., None], axis=1)                   # [B, T, 4]
+    deltas = jnp.take_along_axis(deltas.reshape(b, r * k, 4), flat[..., None], axis=1)
+  else:
+    classes = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, r, k)).reshape(b, r * k)
+    rois = jnp.broadcast_to(rois[:, :, None, :], (b, r, k, 4)).reshape(b, r * k, 4)
+    scores, deltas = scores.reshape(b, r * k), deltas.reshape(b, r * k, 4)
+  boxes = box_ops.decode(deltas, rois, box_weights, clamp=SCALE_CLAMP)
+  boxes = box_ops.clip(boxes, image_hw[:, 0, None].astype(jnp.float32),
+                       image_hw[:, 1, None].astype(jnp.float32))
 
   def one_image(bx, s, cl):
     idx, keep = nms_ops.batched_nms(bx, s, cl, iou_threshold=nms_iou,

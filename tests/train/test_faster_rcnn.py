@@ -53,7 +53,7 @@ def _iou_np(a, b):
   return inter / union if union > 0 else 0.0
 
 
-def _class_detections_np(rois, num_valid, logits, deltas, hw, *, thr, iou, max_det):
+def _class_detections_np(rois, num_valid, logits, deltas, hw, *, thr, iou, max_det, topk=0):
   out = []
   k = deltas.shape[1]
   e = np.exp(logits - logits.max(-1, keepdims=True))
@@ -65,6 +65,8 @@ def _class_detections_np(rois, num_valid, logits, deltas, hw, *, thr, iou, max_d
         box = _decode_np(deltas[r, c], rois[r], (10, 10, 5, 5))
         box = np.clip(box, 0, [hw[1], hw[0], hw[1], hw[0]])
         cands.append((probs[r, c], c, box))
+  if topk:   # the best topk pairs; ties to the lower (RoI, class) index (stable sort)
+    cands = sorted(cands, key=lambda x: -x[0])[:topk]
   for c in range(k):
     mine = sorted([x for x in cands if x[1] == c], key=lambda x: -x[0])
     kept = []
@@ -88,18 +90,20 @@ def test_class_detections_match_numpy():
   deltas[0, 1] = deltas[0, 0]
   num_valid = np.array([7, 5], np.int32)
   hw = np.array([[50, 60], [45, 45]], np.int32)
-  got = class_detections(jnp.asarray(rois), jnp.asarray(num_valid), jnp.asarray(logits),
-                         jnp.asarray(deltas), jnp.asarray(hw), box_weights=(10, 10, 5, 5),
-                         score_threshold=0.1, nms_iou=0.5, max_detections=6, num_classes=k)
-  for i in range(b):
-    ref = _class_detections_np(rois[i], num_valid[i], logits[i], deltas[i], hw[i], thr=0.1,
-                               iou=0.5, max_det=6)
-    n = int(got.num_valid[i])
-    assert n == len(ref) and n > 0
-    np.testing.assert_allclose(np.asarray(got.scores[i, :n]), [x[0] for x in ref], rtol=1e-5)
-    np.testing.assert_array_equal(np.asarray(got.classes[i, :n]), [x[1] for x in ref])
-    np.testing.assert_allclose(np.asarray(got.boxes[i, :n]), np.stack([x[2] for x in ref]),
-                               rtol=1e-4, atol=1e-3)
+  for topk in (0, 5):   # 0: every pair enters NMS; 5: the best 5 of R x K = 21
+    got = class_detections(jnp.asarray(rois), jnp.asarray(num_valid), jnp.asarray(logits),
+                           jnp.asarray(deltas), jnp.asarray(hw), box_weights=(10, 10, 5, 5),
+                           score_threshold=0.1, nms_iou=0.5, max_detections=6, num_classes=k,
+                           pre_nms_topk=topk)
+    for i in range(b):
+      ref = _class_detections_np(rois[i], num_valid[i], logits[i], deltas[i], hw[i], thr=0.1,
+                                 iou=0.5, max_det=6, topk=topk)
+      n = int(got.num_valid[i])
+      assert n == len(ref) and n > 0
+      np.testing.assert_allclose(np.asarray(got.scores[i, :n]), [x[0] for x in ref], rtol=1e-5)
+      np.testing.assert_array_equal(np.asarray(got.classes[i, :n]), [x[1] for x in ref])
+      np.testing.assert_allclose(np.asarray(got.boxes[i, :n]), np.stack([x[2] for x in ref]),
+                                 rtol=1e-4, atol=1e-3)
 
 
 # ------------------------------------------------------------------------------ box-head losses
