@@ -144,9 +144,15 @@ class StepLoader(abc.ABC):
     return perm
 
   def positions(self, step: int) -> np.ndarray:
-    """Global example positions of this process's share of global batch ``step``."""
+    """Global example positions of this process's share of global batch ``step``. In a grouped
+    eval pass a real example's position is its source index, as in an ungrouped one, so its
+    ``example_rng`` streams (e.g. a corruption's noise) do not depend on the batching."""
     start = step * self.global_batch_size + self.process_index * self.batch_size
-    return np.arange(start, start + self.batch_size, dtype=np.int64)
+    positions = np.arange(start, start + self.batch_size, dtype=np.int64)
+    if self._grouped is not None and not self.train:
+      positions = np.array([p if i is None else i for p, i in zip(positions, self.indices(step))],
+                           np.int64)
+    return positions
 
   def _group_block(self, step: int) -> tuple[int, list[int | None]]:
     """(group, global block of source indices) of batch ``step`` of a grouped loader."""

@@ -101,3 +101,24 @@ def test_errors_name_the_problem():
                               image_id=7)
   with pytest.raises(ValueError, match="aspect_ratio_grouping=False"):
     DetectionLoader(NoSize(n=3), **GROUPED)
+
+
+def test_eval_randomness_follows_the_image_not_the_batching():
+  """A corruption's noise (example_rng of the image's position) is the same grouped or not."""
+  source = ListSource(n=9, seed=6)
+
+  def draws(**kw):
+    seen = {}
+
+    def transform(image, boxes, rng):
+      seen[int(image.sum())] = float(rng.random())
+      return image
+    loader = DetectionLoader(source, **{**GROUPED, "train": False, "num_workers": 0,
+                                        "image_transform": transform, **kw})
+    for _ in loader:
+      pass
+    return seen
+
+  grouped = draws(batch_size=2)
+  assert len(grouped) == 9 and grouped == draws(batch_size=4, aspect_ratio_grouping=False,
+                                                image_size=(56, 56))
