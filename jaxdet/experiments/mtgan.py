@@ -269,6 +269,12 @@ class MTGANExperiment(Experiment):
       from jaxdet.experiments import registry
       config = ml_collections.ConfigDict(self.baseline.config.to_dict())
       config.eval.max_detections, config.eval.score_threshold = key
+      d = config.data
+      if jax.process_count() > 1 and d.get("aspect_ratio_grouping", False):
+        # Each process runs its own images through the baseline, so per-process bucket orders
+        # would disagree on the shape of a global step: pad both orientations to one square.
+        side = max(tuple(d.eval_image_size) or tuple(d.image_size))
+        d.aspect_ratio_grouping, d.eval_image_size = False, (side, side)
       self._detectors[key] = registry.build(config, self.mesh,
                                             metadata={"categories": self._metadata["categories"]})
     return self._detectors[key]
