@@ -27,12 +27,11 @@ def get_config(arg: str | None = None):
   train = 800 if "800" in variants else 512
   test = 800 if "800" in variants else 500
   # Training: the image fitted into train x train; evaluation keeps the aspect ratio
-  # with the short side at `test`, padded to its orientation's bucket (test x max side or
-  # its transpose: aspect-ratio grouping, one static shape each).
+  # with the short side at `test` (padded to a square envelope, one static shape each; not
+  # aspect-ratio grouping, which would also group the square training batches by orientation).
   c.data.image_size, c.data.short_side, c.data.max_side = (train, train), train, train
   c.data.eval_short_side, c.data.eval_max_side = test, int(test * 1333 / 800)
-  c.data.eval_image_size = (test, c.data.eval_max_side)
-  c.data.aspect_ratio_grouping = True
+  c.data.eval_image_size = (c.data.eval_max_side, c.data.eval_max_side)
   c.data.scale_jitter = (0.5, 1.5)
   c.data.num_workers = 16
   c.model.depth = 50 if "r50" in variants else 101
