@@ -143,3 +143,26 @@ def test_rejects_non_detector_experiments():
   config = configs_by_name.load(os.path.join(REPO, "configs", "mtgan_demo.py"))
   with pytest.raises(ValueError, match="box detection experiments"):
     benchmark.experiment_class(config)
+
+
+def test_torchvision_failure_keeps_jaxdet_figures(monkeypatch, run):
+  """A torch error (e.g. out of memory) becomes a row; the per-device batch and ratios are used."""
+  result, _ = run
+  calls = []
+
+  def fake_run(num_classes, batch, hw, steps):
+    calls.append(batch)
+    if hw == (64, 96):
+      raise RuntimeError("CUDA out of memory")
+    return {"amp": "bfloat16", "train_ms": 10.0, "inference_ms": 5.0,
+            "train_img_s": batch / 0.01, "inference_img_s": batch / 0.005}
+  monkeypatch.setattr(benchmark_torchvision, "unavailable_reason", lambda: "")
+  monkeypatch.setattr(benchmark_torchvision, "run_torchvision", fake_run)
+  two = dict(result, device_count=2)
+  out = benchmark.torchvision_side_by_side(two, SIZES)
+  assert calls == [BATCH // 2] * 3
+  assert out["sizes"][1] == {"size": [64, 96], "failed": "RuntimeError: CUDA out of memory"}
+  row, jax_row = out["sizes"][0], result["sizes"][0]
+  assert row["train_ratio"] == pytest.approx(jax_row["train"]["img_s"] / 2 / (BATCH // 2 / 0.01))
+  text = benchmark.format_report(dict(two, torchvision=out))
+  assert "torchvision 64x96: failed (RuntimeError: CUDA out of memory)" in text
