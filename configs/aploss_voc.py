@@ -13,7 +13,8 @@ Baselines of the paper: ':focal', ':ohem' (CE + OHEM 3:1), ':auc'. ':tfds' reads
 voc/2012 (07+12 trainval -> 07 test, as configs/retinanet_voc.py:tfds).
 Augmentation here is flip + scale jitter (the paper uses SSD's photometric/expand/crop).
 """
-from jaxdet.experiments.defaults import detector_defaults, parse_variants, sibling_config, use_coco_json
+from jaxdet.experiments.defaults import (detector_defaults, parse_variants, sibling_config,
+                                         use_voc0712_json)
 
 VOC_TRAINVAL_0712 = 16_551
 BASELINES = ("focal", "ohem", "auc")     # the paper's baselines; default: AP-loss
@@ -41,10 +42,7 @@ def get_config(arg: str | None = None):
   variants = parse_variants(arg, ("500", "800", "r101", "tfds") + BASELINES,
                             config="configs/aploss_voc.py")
   c = detector_defaults()
-  use_coco_json(c.data, train_json="data/voc/annotations/voc0712_trainval.json",
-                train_images="data/voc/images",
-                val_json="data/voc/annotations/voc07_test.json",
-                val_images="data/voc/images")
+  use_voc0712_json(c.data)
   if "tfds" in variants:
     sibling_config(__file__, "retinanet_voc").use_voc_tfds(c.data)
   train = 800 if "800" in variants else 512

@@ -13,7 +13,7 @@ defaults in ``jaxdet.experiments.faster_rcnn``.
 Expects config.data.train_json / train_images / val_json / val_images (COCO layout) unless a
 tfds or demo variant is used.
 """
-from jaxdet.experiments.defaults import parse_variants, use_coco_json
+from jaxdet.experiments.defaults import parse_variants, use_coco2017_json
 from jaxdet.experiments.faster_rcnn import faster_rcnn_defaults
 
 VARIANTS = ("fpn", "c4", "r101", "tfds", "alwa", "alwa_roi", "demo")
@@ -45,10 +45,7 @@ def apply_recipe(c, variants: set[str]):
   if "demo" in variants:
     _demo(c)
   else:
-    use_coco_json(c.data, train_json="data/coco/annotations/instances_train2017.json",
-                  train_images="data/coco/train2017",
-                  val_json="data/coco/annotations/instances_val2017.json",
-                  val_images="data/coco/val2017")
+    use_coco2017_json(c.data)
     c.data.image_size, c.data.aspect_ratio_grouping = (800, 1344), True   # + 1344 x 800 bucket
     c.data.short_side, c.data.max_side = 800, 1333
     c.data.num_workers = 16

@@ -9,16 +9,13 @@ wd 1e-4, lr 0.01 per 16 images (linearly scaled with config.train.batch_size),
 Expects config.data.train_json / train_images / val_json / val_images (COCO
 layout) unless the tfds variant is used.
 """
-from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_coco_json
+from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_coco2017_json
 
 
 def get_config(arg: str | None = None):
   variants = parse_variants(arg, ("r101", "tfds"), config="configs/retinanet_coco.py")
   c = detector_defaults()
-  use_coco_json(c.data, train_json="data/coco/annotations/instances_train2017.json",
-                train_images="data/coco/train2017",
-                val_json="data/coco/annotations/instances_val2017.json",
-                val_images="data/coco/val2017")
+  use_coco2017_json(c.data)
   # Aspect-ratio buckets: landscape batches padded to 800 x 1344, portrait ones to 1344 x 800
   # (one compile each), not every batch to the 1344 x 1344 square that holds both (68 % more
   # pixels than the images have).

@@ -13,7 +13,7 @@ TFDS voc/2007 + voc/2012 prepared in --config.data.tfds_data_dir (`tfds build vo
 `mAP50_voc07`, difficult objects ignored) like the JSON files; TFDS' boxes are brought into
 the same pixel frame (jaxdet.data.tfds_source).
 """
-from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_coco_json
+from jaxdet.experiments.defaults import detector_defaults, parse_variants, use_voc0712_json
 
 VOC_TEST = "voc/2007"                           # test split: VOC07 test (4,952 images)
 VOC0712_TRAINVAL = ("voc/2007", "voc/2012")      # train + validation of each: VOC07+12 trainval
@@ -31,10 +31,7 @@ def use_voc_tfds(data_cfg, trainval=VOC0712_TRAINVAL) -> None:
 def get_config(arg: str | None = None):
   variants = parse_variants(arg, ("tfds",), config="configs/retinanet_voc.py")
   c = detector_defaults()
-  use_coco_json(c.data, train_json="data/voc/annotations/voc0712_trainval.json",
-                train_images="data/voc/images",
-                val_json="data/voc/annotations/voc07_test.json",
-                val_images="data/voc/images")
+  use_voc0712_json(c.data)
   c.data.image_size = (1024, 1024)
   c.data.short_side, c.data.max_side = 600, 1000
   c.data.num_workers = 16

@@ -16,7 +16,7 @@ box predictor per map, regression applied twice at test time), ':resnet50', ':tf
 from TFDS), the loss variants of ssd512_voc.py (':focal', ':ap', ':auc', ':ohem'), and ':demo'
 (the embedded benchmark on a CPU-sized SSD, as ssd512_voc.py:demo).
 """
-from jaxdet.experiments.defaults import parse_variants, sibling_config, use_coco_json
+from jaxdet.experiments.defaults import parse_variants, sibling_config, use_coco2017_json
 from jaxdet.experiments.ssd import ssd_defaults
 from jaxdet.ops import ssd_anchors
 
@@ -25,10 +25,7 @@ def get_config(arg: str | None = None):
   voc = sibling_config(__file__, "ssd512_voc")
   variants = parse_variants(arg, (*voc.VARIANTS, "consistent"), config="configs/ssd512_coco.py")
   c = ssd_defaults()
-  use_coco_json(c.data, train_json="data/coco/annotations/instances_train2017.json",
-                train_images="data/coco/train2017",
-                val_json="data/coco/annotations/instances_val2017.json",
-                val_images="data/coco/val2017")
+  use_coco2017_json(c.data)
   if "tfds" in variants:
     c.data.source, c.data.tfds_name = "tfds", "coco/2017"
   c.data.num_workers = 16

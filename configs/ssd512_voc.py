@@ -29,7 +29,7 @@ AP-loss paper's own SSD runs used 160 epochs (configs/aploss_voc.py's schedule).
 --config.consistent.enabled=True or --config.alwa.enabled=True for consistent optimization
 (configs/ssd512_coco.py:consistent) or ALWA on top of any variant.
 """
-from jaxdet.experiments.defaults import parse_variants, sibling_config, use_coco_json
+from jaxdet.experiments.defaults import parse_variants, sibling_config, use_voc0712_json
 from jaxdet.experiments.ssd import ssd_defaults
 from jaxdet.ops import ssd_anchors
 
@@ -83,10 +83,7 @@ def apply_demo(c):
 def get_config(arg: str | None = None):
   variants = parse_variants(arg, VARIANTS, config="configs/ssd512_voc.py")
   c = ssd_defaults()
-  use_coco_json(c.data, train_json="data/voc/annotations/voc0712_trainval.json",
-                train_images="data/voc/images",
-                val_json="data/voc/annotations/voc07_test.json",
-                val_images="data/voc/images")
+  use_voc0712_json(c.data)
   if "tfds" in variants:
     sibling_config(__file__, "retinanet_voc").use_voc_tfds(c.data)
   c.data.num_workers = 16

@@ -264,3 +264,19 @@ def use_coco_json(data_cfg, *, train_json: str, train_images: str, val_json: str
   data_cfg.source = "coco_json"
   data_cfg.train_json, data_cfg.train_images = train_json, train_images
   data_cfg.val_json, data_cfg.val_images = val_json, val_images
+
+
+def use_coco2017_json(data_cfg) -> None:
+  """COCO 2017 train -> val in its usual layout under ``data/coco/`` (the COCO configs)."""
+  use_coco_json(data_cfg, train_json="data/coco/annotations/instances_train2017.json",
+                train_images="data/coco/train2017",
+                val_json="data/coco/annotations/instances_val2017.json",
+                val_images="data/coco/val2017")
+
+
+def use_voc0712_json(data_cfg) -> None:
+  """VOC 07+12 trainval -> VOC07 test as COCO-format JSON under ``data/voc/`` (the VOC configs)."""
+  use_coco_json(data_cfg, train_json="data/voc/annotations/voc0712_trainval.json",
+                train_images="data/voc/images",
+                val_json="data/voc/annotations/voc07_test.json",
+                val_images="data/voc/images")
