@@ -82,10 +82,11 @@ def _fresh_state(experiment, key) -> LoopState:
   return LoopState.create(experiment.init(key), jax.random.fold_in(key, 1))
 
 
-def init_or_restore(experiment, checkpointer: ckpt_lib.Checkpointer):
-  """Returns (LoopState, its shardings): restored from the latest checkpoint or fresh."""
+def init_or_restore(experiment, checkpointer: ckpt_lib.Checkpointer | None):
+  """Returns (LoopState, its shardings): restored from the latest checkpoint or fresh (always
+  fresh with ``checkpointer=None``, e.g. in tests and benchmarks)."""
   target, shardings = _abstract_state(experiment)
-  latest = checkpointer.latest_step()
+  latest = None if checkpointer is None else checkpointer.latest_step()
   if latest is None:
     state = jax.jit(lambda key: _fresh_state(experiment, key), out_shardings=shardings)(
         jax.random.PRNGKey(experiment.config.seed))

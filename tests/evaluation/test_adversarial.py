@@ -36,12 +36,8 @@ def _build(data_root, **overrides):
   from jaxdet.train import sharding as shard_lib
   from jaxdet.train.loop import init_or_restore
 
-  class NoCheckpoints:
-    def latest_step(self):
-      return None
-
   exp = registry.build(tiny.tiny_config(data_root, **overrides), shard_lib.make_mesh())
-  state, _ = init_or_restore(exp, NoCheckpoints())
+  state, _ = init_or_restore(exp, None)
   return exp, state
 
 

@@ -17,11 +17,6 @@ from tests.train.tiny import tiny_config
 LAND, PORT = (48, 64), (64, 48)
 
 
-class _Fresh:
-  def latest_step(self):
-    return None
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("bench") / "b")
@@ -67,7 +62,7 @@ def test_buckets_compile_once_each_and_match_fixed_size_runs(data_root, mixed_co
   mesh = shard_lib.make_mesh()
   grouped = registry.build(config(data_root, mixed_coco, **{
       "data.image_size": LAND, "data.aspect_ratio_grouping": True}), mesh)
-  state, shardings = init_or_restore(grouped, _Fresh())
+  state, shardings = init_or_restore(grouped, None)
   step = jax.jit(make_step(grouped), out_shardings=(shardings, shard_lib.replicated(mesh)))
   batches = iter(grouped.train_batches(0))
   seen, losses = set(), {}

@@ -63,11 +63,7 @@ def _fresh_run(config, workdir):
   exp.workdir = workdir
   exp.mine(workdir)
 
-  class NoCheckpoints:
-    def latest_step(self):
-      return None
-
-  state, _ = loop.init_or_restore(exp, NoCheckpoints())
+  state, _ = loop.init_or_restore(exp, None)
   return exp, state, jax.jit(loop.make_step(exp)), exp.train_batches(0)
 
 
