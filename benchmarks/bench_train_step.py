@@ -16,30 +16,8 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-
-class SyntheticSource:
-  def __init__(self, num_classes):
-    self.num_classes = num_classes
-    self.category_ids = list(range(1, num_classes + 1))
-    self.class_names = [str(i) for i in self.category_ids]
-    self.image_ids = []
-
-  def __len__(self):
-    return 1
-
-
-def synthetic_batch(batch, size, num_classes, max_boxes=32, seed=0):
-  rng = np.random.default_rng(seed)
-  xy = rng.uniform(0, size * 0.8, (batch, max_boxes, 2))
-  wh = rng.uniform(16, size * 0.4, (batch, max_boxes, 2))
-  boxes = np.concatenate([xy, np.minimum(xy + wh, size)], -1).astype(np.float32)
-  valid = np.arange(max_boxes)[None] < rng.integers(5, 15, (batch, 1))
-  return {"images": rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8),
-          "boxes": boxes, "classes": rng.integers(0, num_classes, (batch, max_boxes)).astype(np.int32),
-          "box_valid": valid}
+from jaxdet.tools.benchmark import SyntheticSource, synthetic_batch
 
 
 def time_step(cls_loss, args, num_classes):
@@ -63,7 +41,8 @@ def time_step(cls_loss, args, num_classes):
   # Replicated over the mesh like the step's output state, else the second step recompiles.
   state = jax.jit(lambda key: loop.LoopState.create(exp.init(key), key),
                   out_shardings=shard_lib.replicated(mesh))(jax.random.PRNGKey(0))
-  batch = shard_lib.to_global(synthetic_batch(args.batch, args.size, num_classes), mesh)
+  data = synthetic_batch(args.batch, (args.size, args.size), num_classes, max_boxes=32)
+  batch = shard_lib.to_global(data, mesh)
   step = jax.jit(loop.make_step(exp), donate_argnums=0)
   t0 = time.perf_counter()
   state, m = step(state, batch)
